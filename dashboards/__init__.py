@@ -1,0 +1,1 @@
+"""Reads the ledger into pandas and builds comparison figures."""

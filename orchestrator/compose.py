@@ -1,0 +1,101 @@
+"""Hydra composition: overrides -> validated TrialConfig objects.
+
+Config becomes objects here and nowhere else. Every error a user can cause by an
+override (malformed syntax, unknown key or group option, wrong type, a value outside
+what is allowed) becomes a ``UsageError`` whose message names the key, the value and
+what is allowed; the CLI prints it and exits 2 before anything is recorded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import ConfigCompositionException, HydraException, OverrideParseException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from trainers.config import ConfigError, TrialConfig, validate
+
+CONFIG_NAME = "config"
+
+
+class UsageError(ValueError):
+    """Bad user input: the CLI prints the message and exits 2."""
+
+
+def conf_dir() -> Path:
+    """The `conf/` tree: $RIGL_CONF, else the one beside this package (absolute)."""
+    path = Path(os.environ.get("RIGL_CONF", Path(__file__).resolve().parents[1] / "conf"))
+    if not (path / f"{CONFIG_NAME}.yaml").is_file():
+        raise UsageError(
+            f"config tree {path} has no {CONFIG_NAME}.yaml; set RIGL_CONF to the "
+            "project's conf/ directory"
+        )
+    return path.resolve()
+
+
+def _register_schema() -> None:
+    ConfigStore.instance().store(name="trial_schema", node=TrialConfig)
+
+
+def group_options(group: str) -> list[str]:
+    """The YAML files of a config group, e.g. group_options("method")."""
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def compose_trial(overrides: Sequence[str]) -> TrialConfig:
+    """Compose conf/config.yaml with ``overrides`` into a validated TrialConfig."""
+    _register_schema()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose(CONFIG_NAME, overrides=list(overrides))
+        trial = OmegaConf.to_object(cfg)
+    except OverrideParseException as exc:
+        raise UsageError(f"malformed override: {exc}") from None
+    except ConfigCompositionException as exc:
+        raise UsageError(_composition_message(exc)) from None
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise UsageError(_omegaconf_message(exc)) from None
+    assert isinstance(trial, TrialConfig)
+    try:
+        return validate(trial)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _composition_message(exc: ConfigCompositionException) -> str:
+    cause = exc.__cause__
+    text = str(exc)
+    if "Could not find" in text:
+        # "In 'config': Could not find 'method/foo'" -> name the group and its options.
+        group = text.split("Could not find '", 1)[1].split("/", 1)[0]
+        value = text.split("Could not find '", 1)[1].split("'", 1)[0].split("/", 1)[-1]
+        return f"{group}={value!r} is not allowed: one of {group_options(group)}"
+    if isinstance(cause, OmegaConfBaseException):
+        return _omegaconf_message(cause, text)
+    return text
+
+
+def _omegaconf_message(exc: BaseException, context: str = "") -> str:
+    key = getattr(exc, "full_key", None)
+    text = str(exc).split("\n")[0]
+    if "not in struct" in str(exc) or "not in '" in str(exc):
+        return f"unknown key {key or context!r}: allowed keys there are {_sibling_keys(key)}"
+    if key:
+        return f"{key}: {text}"
+    return f"{context}: {text}" if context else text
+
+
+def _sibling_keys(key: str | None) -> list[str]:
+    """The schema's keys at the level of ``key`` (``model.foo`` -> the model keys)."""
+    node: object = TrialConfig
+    for part in (key or "").split(".")[:-1]:
+        fields = getattr(node, "__dataclass_fields__", {})
+        if part not in fields:
+            break
+        node = fields[part].default_factory  # type: ignore[assignment]
+    return sorted(getattr(node, "__dataclass_fields__", {}))

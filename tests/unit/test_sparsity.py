@@ -1,0 +1,427 @@
+"""The sparse-training core against SPEC.md: worked examples, hand tables, invariants."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from trainers.sparsity import (
+    DropFraction,
+    LayerGeometry,
+    UpdateSchedule,
+    er,
+    erk,
+    inference_flops,
+    make_updater,
+    mask_checksum,
+    model_size_bytes,
+    num_active,
+    pruning_sparsity,
+    pruning_train_flops_per_sample,
+    random_masks,
+    small_dense_width,
+    train_flops_per_sample,
+    uniform,
+)
+from trainers.sparsity.updaters import Rigl, Set, Snfs, Snip, drop_and_grow
+
+LENET = {"fc1.weight": (300, 784), "fc2.weight": (100, 300), "fc3.weight": (10, 100)}
+
+
+# -- distributions (SPEC §2) ------------------------------------------------------------
+def test_er_worked_example():
+    # SPEC gives (n_in, n_out); PyTorch stores (n_out, n_in).
+    got = er({"a": (4, 80), "b": (20, 20)}, 0.8)
+    assert got["a"] == pytest.approx(0.695161, abs=1e-6)
+    assert got["b"] == pytest.approx(0.883871, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("sparsity", "expected"),
+    [
+        (0.9, (0.920432, 0.769811, 0.0)),
+        (0.98, (0.984606, 0.955466, 0.632597)),
+    ],
+)
+def test_erk_worked_examples(sparsity, expected):
+    got = erk(LENET, sparsity)
+    assert [got[n] for n in LENET] == pytest.approx(expected, abs=1e-6)
+
+
+def test_er_uses_channels_not_kernel_dims_for_conv():
+    # PyTorch conv layout (c_out, c_in, kh, kw): ER must read c_out=64, c_in=3.
+    shapes = {"conv": (64, 3, 7, 7), "fc": (10, 64)}
+    got = er(shapes, 0.5)
+    ratio = (1 - got["conv"]) / (1 - got["fc"])
+    assert ratio == pytest.approx(((3 + 64) / (3 * 64)) / ((64 + 10) / (64 * 10)))
+
+
+@pytest.mark.parametrize("fn", [er, erk])
+@pytest.mark.parametrize("sparsity", [0.5, 0.8, 0.9, 0.95, 0.99])
+def test_distribution_keeps_the_uniform_budget(fn, sparsity):
+    shapes = {"c1": (16, 3, 3, 3), "c2": (32, 16, 3, 3), "c3": (64, 32, 3, 3), "fc": (10, 64)}
+    got = fn(shapes, sparsity)
+    budget = sum(num_active(sparsity, math.prod(s)) for s in shapes.values())
+    realised = sum(num_active(got[n], math.prod(s)) for n, s in shapes.items())
+    assert abs(realised - budget) <= len(shapes)
+    assert all(0 <= v < 1 for v in got.values())
+
+
+def test_erk_custom_layers_are_outside_the_budget():
+    custom = {"fc3.weight": 0.5}
+    got = erk(LENET, 0.9, custom=custom)
+    assert got["fc3.weight"] == 0.5
+    budget = sum(num_active(0.9, math.prod(LENET[n])) for n in ("fc1.weight", "fc2.weight"))
+    realised = sum(num_active(got[n], math.prod(LENET[n])) for n in ("fc1.weight", "fc2.weight"))
+    assert abs(realised - budget) <= 2
+
+
+def test_erk_power_zero_is_uniform():
+    got = erk(LENET, 0.8, erk_power=0.0)
+    assert list(got.values()) == pytest.approx([0.8, 0.8, 0.8])
+
+
+def test_uniform_dense_first_layer_skips_only_the_first_conv():
+    shapes = {"fc0": (10, 10), "c1": (8, 3, 3, 3), "c2": (8, 8, 3, 3)}
+    assert uniform(shapes, 0.9, dense_first_layer=True) == {"fc0": 0.9, "c1": 0.0, "c2": 0.9}
+    assert uniform(shapes, 0.9) == {"fc0": 0.9, "c1": 0.9, "c2": 0.9}
+
+
+# -- masks (SPEC §1, §3) ---------------------------------------------------------------
+@pytest.mark.parametrize("sparsity", [0.0, 0.29, 0.5, 0.9, 0.999])
+def test_masks_have_exact_counts(sparsity):
+    shapes = {"a": (7, 13), "b": (5, 3, 3, 3)}
+    masks = random_masks(shapes, {"a": sparsity, "b": sparsity}, seed=3)
+    for name, shape in shapes.items():
+        n = math.prod(shape)
+        assert int(masks[name].sum()) == n - math.floor(round(sparsity * n, 9))
+        assert masks[name].dtype == torch.bool and tuple(masks[name].shape) == shape
+
+
+def test_floor_count_is_robust_to_float_rounding():
+    assert 0.29 * 100 < 29  # the float product; the count must still be 100 - 29
+    assert num_active(0.29, 100) == 71
+
+
+def test_same_seed_same_masks_and_checksum():
+    shapes = {"a": (30, 40), "b": (8, 4, 3, 3)}
+    sp = {"a": 0.8, "b": 0.5}
+    one, two = random_masks(shapes, sp, seed=7), random_masks(shapes, sp, seed=7)
+    other = random_masks(shapes, sp, seed=8)
+    assert all(torch.equal(one[n], two[n]) for n in shapes)
+    assert mask_checksum(one) == mask_checksum(two) != mask_checksum(other)
+
+
+# -- drop and grow (SPEC §4) -------------------------------------------------------------
+#            index:  0     1     2    3    4    5     6    7
+WEIGHTS = torch.tensor([0.9, -0.1, 0.5, 0.0, 0.0, 0.0, -0.3, 0.0])
+MASK = torch.tensor([1, 1, 1, 0, 0, 0, 1, 0], dtype=torch.bool)
+GRAD = torch.tensor([0.0, 0.8, 0.1, 0.05, 0.7, 0.2, 0.01, 0.3])
+
+
+def _one_layer(method, **kwargs):
+    weight = torch.nn.Parameter(WEIGHTS.clone())
+    masks = {"w": MASK.clone()}
+    schedule = UpdateSchedule(delta_t=1, t_end=10)
+    fraction = DropFraction(alpha=0.5, t_end=10, kind="constant")
+    cls = {"rigl": Rigl, "set": Set, "snfs": Snfs}[method]
+    return cls(
+        {"w": weight}, masks, seed=0, drop_fraction=fraction, schedule=schedule, **kwargs
+    ), weight
+
+
+def test_rigl_hand_table():
+    # f = 0.5 of 4 active -> drop 2: the smallest |W| among active are 1 (0.1) and 6 (0.3).
+    # Candidates {1, 3, 4, 5, 6, 7}; the largest |G| there are 1 (0.8) and 4 (0.7).
+    updater, weight = _one_layer("rigl")
+    stats = updater.update(0, {"w": GRAD})
+    assert updater.masks["w"].tolist() == [1, 1, 1, 0, 1, 0, 0, 0]
+    # 1 was dropped and regrown: it keeps its weight; 4 is new: weight 0; 6 dropped: 0.
+    assert weight.tolist() == pytest.approx([0.9, -0.1, 0.5, 0, 0, 0, 0, 0])
+    assert stats.dropped == {"w": 2} and stats.new == {"w": 1}
+    assert stats.churn == pytest.approx(1 / 4)
+
+
+def test_snfs_hand_table():
+    # Grow by |m| with m after two observations: m = 0.9 * 0.1 * g1 + 0.1 * g2.
+    updater, weight = _one_layer("snfs", momentum=0.9)
+    g1 = torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 10.0])
+    g2 = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0])
+    updater.observe({"w": g1})
+    updater.observe({"w": g2})
+    assert updater.averages["w"].tolist() == pytest.approx([0, 0, 0, 0.09, 0, 0.2, 0, 0.9])
+    updater.update(0, None)
+    # Drop 1 and 6 as for RigL; grow the two largest |m| among {1,3,4,5,6,7}: 7 and 5.
+    assert updater.masks["w"].tolist() == [1, 0, 1, 0, 0, 1, 0, 1]
+    assert weight.tolist() == pytest.approx([0.9, 0, 0.5, 0, 0, 0, 0, 0])
+
+
+def test_set_hand_table():
+    # SET drops deterministically like the others and grows 2 at random among the rest.
+    updater, _ = _one_layer("set")
+    updater.update(0, None)
+    mask = updater.masks["w"]
+    assert mask[0] and mask[2] and int(mask.sum()) == 4
+    assert not (mask[[1, 6]].all() and mask.sum() == 4 and not mask[[3, 4, 5, 7]].any())
+
+
+def test_set_growth_is_seeded():
+    first, _ = _one_layer("set")
+    second, _ = _one_layer("set")
+    first.update(0, None)
+    second.update(0, None)
+    assert torch.equal(first.masks["w"], second.masks["w"])
+
+
+SHAPES = [(8,), (17, 23), (6, 3, 3, 3), (32, 16, 1, 1)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.9, 0.98])
+@pytest.mark.parametrize("fraction", [0.01, 0.3, 1.0])
+def test_drop_and_grow_invariants(shape, sparsity, fraction):
+    gen = torch.Generator().manual_seed(hash((shape, sparsity, fraction)) % 2**31)
+    n = math.prod(shape)
+    mask = random_masks({"w": shape}, {"w": sparsity}, seed=1)["w"].view(-1)
+    magnitudes = torch.rand(n, generator=gen) * mask
+    scores = torch.randint(0, 3, (n,), generator=gen).float()  # many ties on purpose
+    active = int(mask.sum())
+    n_drop = math.floor(active * fraction)
+    kept, grown = drop_and_grow(mask, magnitudes, scores, n_drop, gen)
+    assert int(kept.sum()) + int(grown.sum()) == active  # count preserved
+    assert not (kept & ~mask).any()  # kept ⊆ old mask
+    assert not (kept & grown).any()  # kept ∩ grown = ∅
+    dropped = mask & ~kept
+    if n_drop and active > n_drop:
+        assert magnitudes[dropped].max() <= magnitudes[kept].min()
+    if n_drop:
+        candidates = ~kept & ~grown
+        if candidates.any():
+            assert scores[grown].min() >= scores[candidates].max()
+
+
+@pytest.mark.parametrize("method", ["set", "snfs", "rigl"])
+@pytest.mark.parametrize("sparsity", [0.5, 0.9])
+def test_updates_keep_counts_and_masked_weights_zero(method, sparsity):
+    torch.manual_seed(0)
+    weights = {
+        "a": torch.nn.Parameter(torch.randn(20, 30)),
+        "b": torch.nn.Parameter(torch.randn(8, 4, 3, 3)),
+    }
+    sp = {"a": sparsity, "b": sparsity}
+    updater = make_updater(method, weights, sp, seed=0, total_steps=100, delta_t=10, alpha=0.3)
+    counts = {n: int(m.sum()) for n, m in updater.masks.items()}
+    for step in (0, 10, 20):
+        grads = {n: torch.randn_like(w) for n, w in weights.items()}
+        updater.observe(grads)
+        updater.update(step, grads)
+        for name, w in weights.items():
+            assert int(updater.masks[name].sum()) == counts[name]
+            assert not w[~updater.masks[name]].any()
+    assert updater.itop_rate() > 1 - sparsity
+
+
+# -- optimizer state (SPEC §4) -----------------------------------------------------------
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+        lambda p: torch.optim.Adam(p, lr=0.1, amsgrad=True),
+        lambda p: torch.optim.AdamW(p, lr=0.1, weight_decay=0.01),
+    ],
+    ids=["sgd-momentum", "adam-amsgrad", "adamw"],
+)
+def test_new_connections_get_zero_weight_and_optimizer_state(make_opt):
+    updater, weight = _one_layer("rigl")
+    opt = make_opt([weight])
+    weight.grad = torch.ones(8)
+    opt.step()
+    updater.apply_masks()
+    kept_before = weight.detach().clone()
+    state_before = {k: v.clone() for k, v in opt.state[weight].items() if v.shape == weight.shape}
+    assert state_before and all(v.abs().sum() > 0 for v in state_before.values())
+    updater.update(0, {"w": GRAD}, optimizer=opt)
+    for key, value in opt.state[weight].items():
+        if value.shape != weight.shape:
+            continue
+        assert value[4] == 0  # new connection
+        for kept in (0, 1, 2):  # kept and regrown (1) keep their state
+            assert value[kept] == state_before[key][kept]
+    assert weight[4] == 0 and weight[1] == kept_before[1] != 0
+
+
+# -- timing (SPEC §5) ------------------------------------------------------------------
+def _drive(updater, iterations):
+    """The training loop's contract with an updater; returns the events in order."""
+    events, step = [], 0
+    for _ in range(iterations):
+        if updater.replaces_step(step):
+            updater.update(step, {n: torch.ones_like(w) for n, w in updater.weights.items()})
+            events.append(f"update@{step}")
+            continue
+        events.append(f"step@{step}")
+        if updater.after_step(step):
+            updater.update(step, {n: torch.ones_like(w) for n, w in updater.weights.items()})
+            events.append(f"update@{step}")
+        step += 1
+    return events
+
+
+def _updater(method, **kwargs):
+    weights = {"w": torch.nn.Parameter(torch.randn(10, 10))}
+    return make_updater(
+        method, weights, {"w": 0.5}, seed=0, total_steps=8, delta_t=2, end_fraction=0.75, **kwargs
+    )
+
+
+def test_rigl_update_steps_take_no_optimizer_step():
+    assert _drive(_updater("rigl"), 10) == [
+        "update@0",
+        "step@0",
+        "step@1",
+        "update@2",
+        "step@2",
+        "step@3",
+        "update@4",
+        "step@4",
+        "step@5",
+        "step@6",
+    ]
+
+
+def test_set_and_rigl_step_on_update_step_first():
+    expected = [
+        "step@0",
+        "update@0",
+        "step@1",
+        "step@2",
+        "update@2",
+        "step@3",
+        "step@4",
+        "update@4",
+        "step@5",
+        "step@6",
+    ]
+    assert _drive(_updater("set"), 7) == expected
+    assert _drive(_updater("rigl", step_on_update=True), 7) == expected
+
+
+def test_drop_fraction_schedules():
+    cos = DropFraction(alpha=0.3, t_end=100)
+    assert cos(0) == pytest.approx(0.3) and cos(50) == pytest.approx(0.15)
+    assert cos(100) == 0 and cos(150) == 0
+    assert DropFraction(0.3, 100, "constant")(99) == 0.3
+    assert DropFraction(0.3, 100, "linear")(25) == pytest.approx(0.225)
+    schedule = UpdateSchedule(delta_t=100, t_end=750)
+    assert [t for t in range(1000) if schedule.is_update_step(t)] == list(range(0, 750, 100))
+    assert schedule.num_updates() == 8
+
+
+# -- snip and gradual pruning ------------------------------------------------------------
+def test_snip_keeps_largest_connection_sensitivity():
+    weights = {"w": torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0, 0.5, -1.0, 0.1]))}
+    updater = Snip(weights, {"w": 0.5}, seed=0)
+    assert updater.replaces_step(0)
+    grad = torch.tensor([0.1, 1.0, -0.1, 4.0, 0.2, 100.0])  # |g w| = .1 2 .3 2 .2 10
+    updater.update(0, {"w": grad})
+    assert updater.masks["w"].tolist() == [0, 1, 0, 1, 0, 1]
+    assert not updater.replaces_step(0)
+    assert weights["w"].tolist() == pytest.approx([0, -2.0, 0, 0.5, 0, 0.1])
+
+
+def test_pruning_schedule_and_updater():
+    assert pruning_sparsity(0.9, 0, 10, 50) == 0
+    assert pruning_sparsity(0.9, 30, 10, 50) == pytest.approx(0.9 * (1 - 0.5**3))
+    assert pruning_sparsity(0.9, 60, 10, 50) == pytest.approx(0.9)
+    torch.manual_seed(0)
+    weights = {"w": torch.nn.Parameter(torch.randn(40, 25))}
+    updater = make_updater(
+        "prune",
+        weights,
+        {"w": 0.9},
+        seed=0,
+        total_steps=100,
+        prune_start=0.1,
+        prune_end=0.5,
+        prune_every=10,
+    )
+    actives = []
+    for step in range(100):
+        if updater.after_step(step):
+            before = weights["w"].detach().abs().clone()
+            was_active = updater.masks["w"].clone()
+            updater.update(step, None)
+            kept = updater.masks["w"]
+            pruned = was_active & ~kept
+            assert not (kept & ~was_active).any()
+            if pruned.any():
+                assert before[kept].min() >= before[pruned].max()
+            weights["w"].data.add_(0.01 * torch.randn(40, 25)).mul_(kept)
+            actives.append((step, int(kept.sum())))
+    assert [s for s, _ in actives] == [10, 20, 30, 40, 50]
+    counts = [a for _, a in actives]
+    assert counts == sorted(counts, reverse=True)
+    assert counts[-1] == num_active(0.9, 1000)
+
+
+# -- FLOPs (SPEC §6) ---------------------------------------------------------------------
+LENET_GEOMETRY = [
+    LayerGeometry("fc1.weight", (300, 784), 784, 300, 300),
+    LayerGeometry("fc2.weight", (100, 300), 300, 100, 100),
+    LayerGeometry("fc3.weight", (10, 100), 100, 10, 10),
+]
+
+
+def test_lenet_flops_by_hand():
+    # Per output element 2 K (1 - s) + 1.
+    assert inference_flops(LENET_GEOMETRY, {}) == 300 * 1569 + 100 * 601 + 10 * 201
+    sparse = {"fc1.weight": 0.9, "fc2.weight": 0.9, "fc3.weight": 0.9}
+    by_hand = 300 * (2 * 78.4 + 1) + 100 * (2 * 30 + 1) + 10 * (2 * 10 + 1)
+    assert inference_flops(LENET_GEOMETRY, sparse) == pytest.approx(by_hand)
+
+
+def test_train_flops_per_method():
+    f_s, f_d = 10.0, 100.0
+    assert train_flops_per_sample("dense", f_s, f_d) == 300
+    assert train_flops_per_sample("static", f_s, f_d) == 30
+    assert train_flops_per_sample("set", f_s, f_d) == 30
+    assert train_flops_per_sample("snfs", f_s, f_d) == 120
+    assert train_flops_per_sample("rigl", f_s, f_d, delta_t=100) == pytest.approx(
+        (3 * 10 * 100 + 2 * 10 + 100) / 101
+    )
+
+
+def test_pruning_flops_average_the_schedule():
+    sp = {"fc1.weight": 0.9, "fc2.weight": 0.9, "fc3.weight": 0.9}
+    dense = 3 * inference_flops(LENET_GEOMETRY, {})
+    final = 3 * inference_flops(LENET_GEOMETRY, sp)
+    # One pruning step at t=0 straight to the final sparsity: step 0 dense, then final.
+    got = pruning_train_flops_per_sample(
+        LENET_GEOMETRY, sp, total_steps=10, start=0, end=0, every=1
+    )
+    assert got == pytest.approx((dense + 9 * final) / 10)
+    gradual = pruning_train_flops_per_sample(
+        LENET_GEOMETRY, sp, total_steps=100, start=10, end=50, every=10
+    )
+    assert final < gradual < dense
+
+
+def test_model_size_by_hand():
+    sp = {"fc1.weight": 0.5}
+    fc1_active = 300 * 784 // 2
+    bits = (
+        (32 * fc1_active + 300 * 784 + 32 * 300) + (32 * 30000 + 32 * 100) + (32 * 1000 + 32 * 10)
+    )
+    assert model_size_bytes(LENET_GEOMETRY, sp) == bits / 8
+
+
+def test_small_dense_width_matches_the_budget():
+    def count(w):
+        h1, h2 = max(1, round(300 * w)), max(1, round(100 * w))
+        return 784 * h1 + h1 * h2 + h2 * 10
+
+    target = 26_620
+    width = small_dense_width(count, target)
+    assert count(width) <= target < count(width + 0.01)

@@ -1,0 +1,314 @@
+"""Typed trial configuration.
+
+These dataclasses are the schema of one trial. The orchestrator registers them with
+Hydra's ConfigStore, composes YAML from `conf/` on top of them and hands the trainer a
+plain `TrialConfig` object: nothing below this module ever sees a DictConfig.
+`validate()` gives every bad value one message naming the key, the value and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+METHODS = ("dense", "small_dense", "static", "set", "snfs", "rigl", "snip", "prune")
+DISTRIBUTIONS = ("uniform", "er", "erk")
+DROP_FRACTION_SCHEDULES = ("cosine", "constant", "linear")
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("step", "cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "lenet300_100"
+    # Weights left dense (never masked): parameter names or the tokens "first_conv" and
+    # "depthwise"; null means the model's reference choice (SPEC §7).
+    dense_layers: list[str] | None = None
+    # Hidden-width multiplier of the network; the small_dense method derives its own.
+    width: float = 1.0
+
+
+@dataclass
+class DistributionConfig:
+    name: str = "erk"
+    # Leave the first convolution dense (the paper's uniform ResNet-50 runs).
+    dense_first_layer: bool = False
+    # ERK's exponent on the raw score; 0 gives uniform.
+    erk_power: float = 1.0
+    # Per-layer sparsity overrides, outside the global budget.
+    custom: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class MethodConfig:
+    name: str = "rigl"
+    drop_fraction: str = "cosine"
+    # Topology updates stop at this fraction of training (T_end).
+    end_fraction: float = 0.75
+    # rigl: step-then-update instead of the reference's update-without-step.
+    step_on_update: bool = False
+    # snfs: momentum of the gradient moving average.
+    momentum: float = 0.9
+    # prune: schedule as fractions of training, and the pruning interval in steps.
+    prune_start: float = 0.1
+    prune_end: float = 0.6
+    prune_every: int = 100
+
+
+@dataclass
+class DataConfig:
+    # null means the model's reference data set.
+    name: str | None = None
+    # Local root for datasets read from disk (mnist, cifar10, imagenet, wikitext103).
+    root: str | None = None
+    augment: bool = True
+    num_workers: int = 0
+    # Characters per training sequence (character-level language model only).
+    seq_len: int = 128
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "step"
+    # step schedule: milestones as fractions of training, multiplied by gamma at each.
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 100
+    eval_every: int = 500
+    checkpoint_every: int = 1000
+    # "RigL 2x/5x": scales steps, T_end and LR milestones, never delta_t.
+    length_multiplier: float = 1.0
+    device: str = "auto"
+    bf16: bool = False
+    # Mask snapshots taken during training, besides the ones at init and at the end.
+    mask_snapshots: int = 3
+
+    @property
+    def total_steps(self) -> int:
+        return max(1, round(self.steps * self.length_multiplier))
+
+
+@dataclass
+class ResourcesConfig:
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass
+class TrialConfig:
+    # The swept values live at the top level.
+    sparsity: float = 0.9
+    delta_t: int = 100
+    alpha: float = 0.3
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    distribution: DistributionConfig = field(default_factory=DistributionConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration value outside what is allowed; the message names key and value."""
+
+
+def _check(ok: bool, key: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def validate(cfg: TrialConfig) -> TrialConfig:
+    """Raise ConfigError for the first value outside what is allowed.
+
+    Returns cfg with model-dependent defaults (``data.name``) filled in.
+    """
+    from trainers.data import DATASETS
+    from trainers.models import MODELS
+
+    _check(
+        _finite(cfg.sparsity) and 0 <= cfg.sparsity < 1,
+        "sparsity",
+        cfg.sparsity,
+        "a number in [0, 1)",
+    )
+    _check(
+        isinstance(cfg.delta_t, int) and cfg.delta_t >= 1, "delta_t", cfg.delta_t, "an integer >= 1"
+    )
+    _check(_finite(cfg.alpha) and 0 < cfg.alpha <= 1, "alpha", cfg.alpha, "a number in (0, 1]")
+    _check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
+
+    _check(cfg.model.name in MODELS, "model", cfg.model.name, f"one of {sorted(MODELS)}")
+    _check(
+        _finite(cfg.model.width) and cfg.model.width > 0,
+        "model.width",
+        cfg.model.width,
+        "a number > 0",
+    )
+    _check_layers(cfg)
+    _check(
+        cfg.distribution.name in DISTRIBUTIONS,
+        "distribution",
+        cfg.distribution.name,
+        f"one of {list(DISTRIBUTIONS)}",
+    )
+    _check(
+        _finite(cfg.distribution.erk_power) and cfg.distribution.erk_power >= 0,
+        "distribution.erk_power",
+        cfg.distribution.erk_power,
+        "a number >= 0",
+    )
+    for layer, s in cfg.distribution.custom.items():
+        _check(_finite(s) and 0 <= s < 1, f"distribution.custom.{layer}", s, "a number in [0, 1)")
+
+    m = cfg.method
+    _check(m.name in METHODS, "method", m.name, f"one of {list(METHODS)}")
+    _check(
+        m.drop_fraction in DROP_FRACTION_SCHEDULES,
+        "method.drop_fraction",
+        m.drop_fraction,
+        f"one of {list(DROP_FRACTION_SCHEDULES)}",
+    )
+    _check(
+        _finite(m.end_fraction) and 0 < m.end_fraction <= 1,
+        "method.end_fraction",
+        m.end_fraction,
+        "a number in (0, 1]",
+    )
+    _check(
+        _finite(m.momentum) and 0 <= m.momentum < 1,
+        "method.momentum",
+        m.momentum,
+        "a number in [0, 1)",
+    )
+    _check(
+        _finite(m.prune_start) and 0 <= m.prune_start < 1,
+        "method.prune_start",
+        m.prune_start,
+        "a number in [0, 1)",
+    )
+    _check(
+        _finite(m.prune_end) and m.prune_start < m.prune_end <= 1,
+        "method.prune_end",
+        m.prune_end,
+        f"a number in (method.prune_start={m.prune_start}, 1]",
+    )
+    _check(
+        isinstance(m.prune_every, int) and m.prune_every >= 1,
+        "method.prune_every",
+        m.prune_every,
+        "an integer >= 1",
+    )
+
+    if cfg.data.name is None:
+        cfg.data.name = MODELS[cfg.model.name].default_data
+    _check(cfg.data.name in DATASETS, "data.name", cfg.data.name, f"one of {sorted(DATASETS)}")
+    _check(cfg.data.num_workers >= 0, "data.num_workers", cfg.data.num_workers, "an integer >= 0")
+    _check(cfg.data.seq_len >= 2, "data.seq_len", cfg.data.seq_len, "an integer >= 2")
+
+    o = cfg.optim
+    _check(o.name in OPTIMIZERS, "optim.name", o.name, f"one of {list(OPTIMIZERS)}")
+    _check(_finite(o.lr) and o.lr > 0, "optim.lr", o.lr, "a number > 0")
+    _check(
+        _finite(o.momentum) and 0 <= o.momentum < 1,
+        "optim.momentum",
+        o.momentum,
+        "a number in [0, 1)",
+    )
+    _check(
+        _finite(o.weight_decay) and o.weight_decay >= 0,
+        "optim.weight_decay",
+        o.weight_decay,
+        "a number >= 0",
+    )
+    _check(o.schedule in LR_SCHEDULES, "optim.schedule", o.schedule, f"one of {list(LR_SCHEDULES)}")
+    _check(
+        all(_finite(x) and 0 < x < 1 for x in o.milestones)
+        and list(o.milestones) == sorted(o.milestones),
+        "optim.milestones",
+        list(o.milestones),
+        "increasing fractions of training in (0, 1)",
+    )
+    _check(_finite(o.gamma) and 0 < o.gamma <= 1, "optim.gamma", o.gamma, "a number in (0, 1]")
+    _check(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, "an integer >= 0")
+    _check(
+        _finite(o.label_smoothing) and 0 <= o.label_smoothing < 1,
+        "optim.label_smoothing",
+        o.label_smoothing,
+        "a number in [0, 1)",
+    )
+    _check(
+        o.grad_clip is None or (_finite(o.grad_clip) and o.grad_clip > 0),
+        "optim.grad_clip",
+        o.grad_clip,
+        "null or a number > 0",
+    )
+
+    t = cfg.train
+    for key in ("steps", "batch_size", "eval_every", "checkpoint_every"):
+        value = getattr(t, key)
+        _check(isinstance(value, int) and value >= 1, f"train.{key}", value, "an integer >= 1")
+    _check(
+        _finite(t.length_multiplier) and t.length_multiplier > 0,
+        "train.length_multiplier",
+        t.length_multiplier,
+        "a number > 0",
+    )
+    _check(t.device in DEVICES, "train.device", t.device, f"one of {list(DEVICES)}")
+    _check(t.mask_snapshots >= 0, "train.mask_snapshots", t.mask_snapshots, "an integer >= 0")
+
+    _check(
+        _finite(cfg.resources.cpus) and cfg.resources.cpus > 0,
+        "resources.cpus",
+        cfg.resources.cpus,
+        "a number > 0",
+    )
+    _check(
+        _finite(cfg.resources.gpus) and cfg.resources.gpus >= 0,
+        "resources.gpus",
+        cfg.resources.gpus,
+        "a number >= 0",
+    )
+    return cfg
+
+
+def _check_layers(cfg: TrialConfig) -> None:
+    """Layer names in model.dense_layers and distribution.custom must name masked layers."""
+    import torch
+
+    from trainers.models import MODELS, build_model, masked_layer_names
+
+    if cfg.model.dense_layers is None and not cfg.distribution.custom:
+        return
+    with torch.device("meta"):
+        model = build_model(cfg.model.name, width=cfg.model.width)
+    spec = MODELS[cfg.model.name]
+    dense = spec.default_dense if cfg.model.dense_layers is None else cfg.model.dense_layers
+    masked = masked_layer_names(model, dense)
+    for layer in cfg.distribution.custom:
+        _check(
+            layer in masked,
+            "distribution.custom",
+            layer,
+            f"names of masked layers, e.g. {masked[:3]}",
+        )

@@ -1,0 +1,143 @@
+"""FLOP and model-size accounting (SPEC §6).
+
+Counting rules are the MicroNet rules used by the RigL paper: per output element of a
+Conv or Linear layer with dense dot-product length K and sparsity s,
+``mults = K(1-s) + 1`` and ``adds = K(1-s)`` (the +1 and the add stand for the bias and
+the ReLU, counted whether or not the layer has them). BatchNorm, pooling, residual adds
+and softmax are not counted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from trainers.sparsity.masks import num_zeros
+from trainers.sparsity.schedules import pruning_sparsity
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """What FLOP counting needs to know of one counted layer, for one sample.
+
+    name: the weight's fully qualified parameter name.
+    shape: the weight's shape (PyTorch layout).
+    fan_in: K, the dense dot-product length (kh*kw*c_in/groups for conv, c_in for linear).
+    out_elements: output elements per sample, summed over every call of the layer in one
+        forward pass (a recurrent cell called T times counts T times).
+    out_channels: c_out, for the bias term of the model size.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    fan_in: int
+    out_elements: int
+    out_channels: int
+
+
+def layer_flops(layer: LayerGeometry, sparsity: float) -> float:
+    """Forward FLOPs of one layer for one sample: out_elements · (2 K (1 - s) + 1)."""
+    k_active = layer.fan_in * (1.0 - sparsity)
+    return layer.out_elements * (2.0 * k_active + 1.0)
+
+
+def inference_flops(layers: Sequence[LayerGeometry], sparsities: Mapping[str, float]) -> float:
+    """Forward FLOPs of one sample; layers missing from ``sparsities`` are dense."""
+    return sum(layer_flops(layer, sparsities.get(layer.name, 0.0)) for layer in layers)
+
+
+def train_flops_per_sample(
+    method: str,
+    f_sparse: float,
+    f_dense: float,
+    *,
+    delta_t: int = 100,
+    step_on_update: bool = False,
+) -> float:
+    """Training FLOPs per sample and step (SPEC §6), for every method but ``prune``.
+
+    A training step costs a forward pass and a backward pass of twice its FLOPs (grads of
+    activations and of weights), 3 f. Computing the dense gradient of the weights adds
+    f_D - f_S: SNFS does it every step (2 f_S + f_D). RigL does it once every ΔT steps on
+    an extra batch with no optimizer step, amortised as (3 f_S ΔT + 2 f_S + f_D) / (ΔT + 1);
+    with ``step_on_update`` one of every ΔT steps costs 2 f_S + f_D instead of 3 f_S.
+    """
+    if method in ("dense", "small_dense"):
+        return 3.0 * f_dense if method == "dense" else 3.0 * f_sparse
+    if method in ("static", "snip", "set"):
+        return 3.0 * f_sparse
+    if method == "snfs":
+        return 2.0 * f_sparse + f_dense
+    if method == "rigl":
+        if step_on_update:
+            return (3.0 * f_sparse * (delta_t - 1) + 2.0 * f_sparse + f_dense) / delta_t
+        return (3.0 * f_sparse * delta_t + 2.0 * f_sparse + f_dense) / (delta_t + 1)
+    raise ValueError(f"method={method!r} has no closed-form training FLOPs")
+
+
+def pruning_train_flops_per_sample(
+    layers: Sequence[LayerGeometry],
+    sparsities: Mapping[str, float],
+    *,
+    total_steps: int,
+    start: int,
+    end: int,
+    every: int,
+) -> float:
+    """Gradual magnitude pruning: the average over training steps of 3 f(s_t).
+
+    The mask of step t is the one set by the last pruning step before t (dense before t_b), with
+    s_l(t) = s_l (1 - (1 - p)^3); pruning steps are t_b, t_b + every, … and t_e.
+    """
+    prune_steps = sorted(t for t in {*range(start, end + 1, every), end} if t < total_steps)
+    # Step first, then prune: the mask pruned at step t is in place from step t + 1.
+    starts = [0] + [t + 1 for t in prune_steps]
+    levels = [0.0] + [pruning_sparsity(1.0, t, start, end) for t in prune_steps]
+    total = 0.0
+    for i, (first, level) in enumerate(zip(starts, levels, strict=True)):
+        span = min(starts[i + 1] if i + 1 < len(starts) else total_steps, total_steps) - first
+        if span > 0:
+            scaled = {name: s * level for name, s in sparsities.items()}
+            total += span * 3.0 * inference_flops(layers, scaled)
+    return total / total_steps
+
+
+def model_size_bytes(layers: Sequence[LayerGeometry], sparsities: Mapping[str, float]) -> float:
+    """Σ_l [32 bits · active weights + 1 bit per entry if sparse + 32 bits · c_out] / 8.
+
+    One bit per entry stores a sparse layer's mask; the 32 · c_out bits are the bias,
+    assumed as for FLOPs. Norm-layer parameters are not counted.
+    """
+    bits = 0.0
+    for layer in layers:
+        s = sparsities.get(layer.name, 0.0)
+        numel = math.prod(layer.shape)
+        active = numel - num_zeros(s, numel)
+        bits += 32 * active + (numel if s > 0 else 0) + 32 * layer.out_channels
+    return bits / 8
+
+
+@dataclass(frozen=True)
+class FlopReport:
+    """Inference and training FLOPs of a configuration and of the dense reference.
+
+    inference_*: forward FLOPs of one sample. train_*: total training FLOPs over
+    ``samples`` = batch size × steps (× length multiplier for the sparse run; the
+    dense reference is the 1x run of the same model).
+    """
+
+    inference_flops: float
+    inference_flops_dense: float
+    train_flops: float
+    train_flops_dense: float
+    size_bytes: float
+    size_bytes_dense: float
+
+    @property
+    def inference_multiplier(self) -> float:
+        return self.inference_flops / self.inference_flops_dense
+
+    @property
+    def train_multiplier(self) -> float:
+        return self.train_flops / self.train_flops_dense

@@ -1,0 +1,107 @@
+"""Masks with exact counts (SPEC §1, §3).
+
+Every mask of a layer with N entries and sparsity s has exactly ``N - floor(s N)`` ones;
+nothing is Bernoulli-sampled. Positions come from a seeded generator, so identical seeds
+give bit-identical masks in every process of a trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+
+import torch
+
+
+def num_zeros(sparsity: float, numel: int) -> int:
+    """floor(s * N), robust to binary rounding (0.29 * 100 is 28.999... in floating point)."""
+    return math.floor(round(sparsity * numel, 9))
+
+
+def num_active(sparsity: float, numel: int) -> int:
+    """N - floor(s * N): the number of ones in a mask of sparsity s."""
+    return numel - num_zeros(sparsity, numel)
+
+
+def random_mask(
+    shape: tuple[int, ...],
+    sparsity: float,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """A bool mask of ``shape`` with exactly N - floor(sN) ones at seeded random positions."""
+    numel = math.prod(shape)
+    order = torch.randperm(numel, generator=generator)
+    mask = torch.zeros(numel, dtype=torch.bool)
+    mask[order[: num_active(sparsity, numel)]] = True
+    return mask.view(shape).to(device)
+
+
+def random_masks(
+    shapes: Mapping[str, tuple[int, ...]],
+    sparsities: Mapping[str, float],
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """One random mask per layer of ``sparsities``, drawn in order from one generator."""
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        name: random_mask(tuple(shapes[name]), s, generator, device)
+        for name, s in sparsities.items()
+    }
+
+
+def top_k_mask(
+    scores: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """A bool mask with ones at the k highest scores; ties broken by a seeded permutation."""
+    return select(scores.reshape(-1), k, largest=True, generator=generator).view_as(scores)
+
+
+def select(
+    scores: torch.Tensor, k: int, *, largest: bool, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Flat bool mask of the k largest (or smallest) entries of a flat tensor.
+
+    The k-th value is found with one selection (kthvalue, linear time, no sort); entries
+    strictly beyond it are taken, and the rest of the k come from the entries tied with
+    it: chosen by a seeded permutation of the tied set, or lowest index first without a
+    generator. Identical inputs and generator states give identical masks on every rank.
+    """
+    n = scores.numel()
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    if k >= n:
+        return torch.ones_like(scores, dtype=torch.bool)
+    threshold = torch.kthvalue(scores, n - k + 1 if largest else k).values
+    chosen = scores > threshold if largest else scores < threshold
+    missing = k - int(chosen.sum())
+    tied = (scores == threshold).nonzero().view(-1)
+    if missing < tied.numel():
+        order = (
+            torch.randperm(tied.numel(), generator=generator).to(tied.device)
+            if generator is not None
+            else torch.arange(tied.numel(), device=tied.device)
+        )
+        tied = tied[order[:missing]]
+    chosen[tied] = True
+    return chosen
+
+
+def mask_checksum(masks: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over layer names, shapes and mask bits: equal iff the masks are identical."""
+    digest = hashlib.sha256()
+    for name in sorted(masks):
+        mask = masks[name].detach().to("cpu", torch.bool).contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(mask.shape)).encode())
+        digest.update(mask.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def sparsity_of(mask: torch.Tensor) -> float:
+    """Fraction of zeros of a mask (the realised sparsity)."""
+    return 1.0 - int(mask.sum()) / mask.numel()

@@ -1,0 +1,487 @@
+"""Topology updaters, one per method (SPEC §4, §5).
+
+``Updater`` owns the masks of a set of weight tensors, keeps masked weights at zero and
+tells the training loop when it acts:
+
+* ``replaces_step(t)``: this iteration's batch goes to the updater (its gradient is the
+  dense gradient G) and no optimizer step is taken; t does not advance. RigL's reference
+  behaviour and SNIP's one-shot selection.
+* ``after_step(t)``: the optimizer step for t comes first, then ``update(t, grads)``.
+  SET, SNFS, RigL with ``step_on_update`` and gradual magnitude pruning.
+* ``observes_every_step``: ``observe(grads)`` is called with G after every backward
+  (SNFS's moving average).
+
+``DropAndGrow`` writes drop-and-grow once: drop the n_drop smallest |W| among active
+weights, grow the n_drop highest grow scores among the rest, zero weight and optimizer
+state of new connections. ``Set``, ``Snfs`` and ``Rigl`` only supply their grow score
+and timing; they are final. Gradients passed in are G = ∂L/∂(W⊙M), which equals the
+gradient of W when masked weights are held at exactly zero.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, final
+
+import torch
+
+from trainers.sparsity.masks import num_active, random_masks, select
+from trainers.sparsity.optim_state import reset_optimizer_state
+from trainers.sparsity.schedules import DropFraction, UpdateSchedule, pruning_sparsity
+
+Tensors = Mapping[str, torch.Tensor]
+
+
+@dataclass
+class UpdateStats:
+    """What one topology update did.
+
+    dropped/grown: per-layer counts of connections removed and added (equal per layer for
+    drop-and-grow). new: grown connections that were not active before the update.
+    churn: Σ new / Σ active, the fraction of active connections that are new.
+    itop: fraction of all maskable weights that have ever been active (Liu et al. 2021).
+    """
+
+    step: int
+    drop_fraction: float
+    dropped: dict[str, int] = field(default_factory=dict)
+    grown: dict[str, int] = field(default_factory=dict)
+    new: dict[str, int] = field(default_factory=dict)
+    churn: float = 0.0
+    itop: float = 0.0
+
+
+def drop_and_grow(
+    mask: torch.Tensor,
+    magnitudes: torch.Tensor,
+    grow_scores: torch.Tensor,
+    n_drop: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's drop and grow on flat tensors; returns bool masks (kept, grown).
+
+    kept: the active entries (``mask``) minus the n_drop with the smallest ``magnitudes``.
+    grown: the n_drop entries outside ``kept`` with the highest ``grow_scores`` (entries
+    just dropped may be grown again). kept ∩ grown = ∅ and |kept| + |grown| = |mask|.
+    Ties in either choice are broken by ``generator``'s seeded order.
+    """
+    dropped = select(
+        magnitudes.masked_fill(~mask, math.inf), n_drop, largest=False, generator=generator
+    )
+    kept = mask & ~dropped
+    grown = select(
+        grow_scores.masked_fill(kept, -math.inf), n_drop, largest=True, generator=generator
+    )
+    return kept, grown
+
+
+class Updater(ABC):
+    """Masks of named weights and the rule that changes them."""
+
+    key: ClassVar[str]
+    observes_every_step: ClassVar[bool] = False
+
+    def __init__(
+        self, weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], *, seed: int
+    ) -> None:
+        self.weights = dict(weights)
+        self.masks = {
+            name: masks[name].to(self.weights[name].device, torch.bool) for name in self.weights
+        }
+        self.generator = torch.Generator().manual_seed(seed + 1)
+        self.ever_active = {name: mask.clone() for name, mask in self.masks.items()}
+        self.last_update_step = -1
+        self.apply_masks()
+
+    # -- timing -------------------------------------------------------------------
+    def replaces_step(self, step: int) -> bool:
+        return False
+
+    def after_step(self, step: int) -> bool:
+        return False
+
+    def observe(self, grads: Tensors) -> None:  # noqa: B027 - optional hook
+        """Called with G after every backward pass when ``observes_every_step``."""
+
+    @abstractmethod
+    def update(
+        self, step: int, grads: Tensors | None, optimizer: torch.optim.Optimizer | None = None
+    ) -> UpdateStats:
+        """Change the masks for step ``step``; record it as done."""
+
+    # -- keeping masked weights at zero ----------------------------------------------
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        for name, weight in self.weights.items():
+            weight.mul_(self.masks[name])
+
+    @torch.no_grad()
+    def mask_gradients(self) -> None:
+        for name, weight in self.weights.items():
+            if weight.grad is not None:
+                weight.grad.mul_(self.masks[name])
+
+    # -- reporting ------------------------------------------------------------------
+    def sparsities(self) -> dict[str, float]:
+        return {name: 1.0 - int(mask.sum()) / mask.numel() for name, mask in self.masks.items()}
+
+    def total_sparsity(self) -> float:
+        total = sum(mask.numel() for mask in self.masks.values())
+        if total == 0:
+            return 0.0
+        return 1.0 - sum(int(mask.sum()) for mask in self.masks.values()) / total
+
+    def itop_rate(self) -> float:
+        total = sum(mask.numel() for mask in self.ever_active.values())
+        if total == 0:
+            return 0.0
+        return sum(int(mask.sum()) for mask in self.ever_active.values()) / total
+
+    # -- checkpoints ------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "masks": {name: mask.cpu() for name, mask in self.masks.items()},
+            "ever_active": {name: mask.cpu() for name, mask in self.ever_active.items()},
+            "generator": self.generator.get_state(),
+            "last_update_step": self.last_update_step,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, mask in state["masks"].items():
+            self.masks[name].copy_(mask)
+        for name, mask in state["ever_active"].items():
+            self.ever_active[name].copy_(mask)
+        self.generator.set_state(state["generator"])
+        self.last_update_step = int(state["last_update_step"])
+        self.apply_masks()
+
+    def _finish(self, stats: UpdateStats) -> UpdateStats:
+        for name, mask in self.masks.items():
+            self.ever_active[name] |= mask
+        self.last_update_step = stats.step
+        stats.itop = self.itop_rate()
+        return stats
+
+
+@final
+class Static(Updater):
+    """Random mask at initialisation, never changed (the paper's "Static")."""
+
+    key = "static"
+
+    def update(
+        self, step: int, grads: Tensors | None, optimizer: torch.optim.Optimizer | None = None
+    ) -> UpdateStats:
+        return self._finish(UpdateStats(step=step, drop_fraction=0.0))
+
+
+class DropAndGrow(Updater):
+    """Drop the smallest |W| among active weights, grow the highest grow scores.
+
+    Per layer and update: n_drop = floor(n_active · f(t)); the active count never
+    changes. Growth chooses among every entry not kept, just-dropped ones included; a
+    connection dropped and regrown in the same update keeps its weight and optimizer
+    state, a new one starts at weight 0 with zeroed optimizer state.
+    """
+
+    def __init__(
+        self,
+        weights: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor],
+        *,
+        seed: int,
+        drop_fraction: DropFraction,
+        schedule: UpdateSchedule,
+    ) -> None:
+        super().__init__(weights, masks, seed=seed)
+        self.drop_fraction = drop_fraction
+        self.schedule = schedule
+
+    def _is_update_step(self, step: int) -> bool:
+        return step != self.last_update_step and self.schedule.is_update_step(step)
+
+    def after_step(self, step: int) -> bool:
+        return self._is_update_step(step)
+
+    @abstractmethod
+    def grow_scores(self, name: str, grad: torch.Tensor | None) -> torch.Tensor:
+        """Score of every entry of layer ``name``; the highest inactive ones are grown."""
+
+    @torch.no_grad()
+    def update(
+        self, step: int, grads: Tensors | None, optimizer: torch.optim.Optimizer | None = None
+    ) -> UpdateStats:
+        fraction = self.drop_fraction(step)
+        stats = UpdateStats(step=step, drop_fraction=fraction)
+        total_active = total_new = 0
+        for name, weight in self.weights.items():
+            mask = self.masks[name]
+            active = int(mask.sum())
+            n_drop = math.floor(active * fraction)
+            total_active += active
+            if n_drop == 0:
+                stats.dropped[name] = stats.grown[name] = stats.new[name] = 0
+                continue
+            flat_mask = mask.view(-1)
+            grow = self.grow_scores(name, None if grads is None else grads[name])
+            kept, grown = drop_and_grow(
+                flat_mask, weight.detach().abs().view(-1), grow.reshape(-1), n_drop, self.generator
+            )
+            new = (grown & ~flat_mask).view_as(mask)
+            mask.copy_((kept | grown).view_as(mask))
+            weight.masked_fill_(~mask | new, 0)
+            if optimizer is not None:
+                reset_optimizer_state(optimizer, weight, new)
+            n_new = int(new.sum())
+            stats.dropped[name] = stats.grown[name] = n_drop
+            stats.new[name] = n_new
+            total_new += n_new
+        stats.churn = total_new / total_active if total_active else 0.0
+        return self._finish(stats)
+
+
+@final
+class Set(DropAndGrow):
+    """SET (Mocanu et al. 2018): grow at uniformly random positions; step, then update."""
+
+    key = "set"
+
+    def grow_scores(self, name: str, grad: torch.Tensor | None) -> torch.Tensor:
+        shape = self.masks[name].shape
+        return torch.rand(shape, generator=self.generator).to(self.masks[name].device)
+
+
+@final
+class Snfs(DropAndGrow):
+    """Sparse momentum without redistribution (Dettmers & Zettlemoyer 2019).
+
+    Grow score |m_t| with m_t = β m_{t-1} + (1 - β) G_t updated after every backward
+    pass, m_0 = 0. Step, then update.
+    """
+
+    key = "snfs"
+    observes_every_step = True
+
+    def __init__(
+        self,
+        weights: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor],
+        *,
+        seed: int,
+        drop_fraction: DropFraction,
+        schedule: UpdateSchedule,
+        momentum: float = 0.9,
+    ) -> None:
+        super().__init__(weights, masks, seed=seed, drop_fraction=drop_fraction, schedule=schedule)
+        self.momentum = momentum
+        self.averages = {name: torch.zeros_like(w) for name, w in self.weights.items()}
+
+    @torch.no_grad()
+    def observe(self, grads: Tensors) -> None:
+        for name, average in self.averages.items():
+            average.mul_(self.momentum).add_(grads[name], alpha=1 - self.momentum)
+
+    def grow_scores(self, name: str, grad: torch.Tensor | None) -> torch.Tensor:
+        return self.averages[name].abs()
+
+    def state_dict(self) -> dict:
+        return {
+            **super().state_dict(),
+            "averages": {name: a.cpu() for name, a in self.averages.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        for name, average in state["averages"].items():
+            self.averages[name].copy_(average)
+
+
+@final
+class Rigl(DropAndGrow):
+    """RigL (Evci et al. 2020): grow where the dense gradient |G| is largest.
+
+    Reference timing: an update step consumes a batch for G, changes the masks and takes
+    no optimizer step (t and the learning rate do not advance); the first update is at
+    t = 0, before any training. ``step_on_update`` gives step-then-update instead.
+    """
+
+    key = "rigl"
+
+    def __init__(
+        self,
+        weights: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor],
+        *,
+        seed: int,
+        drop_fraction: DropFraction,
+        schedule: UpdateSchedule,
+        step_on_update: bool = False,
+    ) -> None:
+        super().__init__(weights, masks, seed=seed, drop_fraction=drop_fraction, schedule=schedule)
+        self.step_on_update = step_on_update
+
+    def replaces_step(self, step: int) -> bool:
+        return not self.step_on_update and self._is_update_step(step)
+
+    def after_step(self, step: int) -> bool:
+        return self.step_on_update and self._is_update_step(step)
+
+    def grow_scores(self, name: str, grad: torch.Tensor | None) -> torch.Tensor:
+        if grad is None:
+            raise ValueError(f"rigl needs the dense gradient of {name} to grow")
+        return grad.abs()
+
+
+@final
+class Snip(Updater):
+    """SNIP (Lee et al. 2019): on the first batch keep, per layer, the N_l - floor(s_l N_l)
+    entries with the largest |g ⊙ w| of the dense network; no optimizer step on that
+    batch; the mask is fixed afterwards."""
+
+    key = "snip"
+
+    def __init__(
+        self, weights: Mapping[str, torch.Tensor], sparsities: Mapping[str, float], *, seed: int
+    ) -> None:
+        ones = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
+        super().__init__(weights, ones, seed=seed)
+        self.targets = dict(sparsities)
+
+    def replaces_step(self, step: int) -> bool:
+        return step == 0 and self.last_update_step < 0
+
+    @torch.no_grad()
+    def update(
+        self, step: int, grads: Tensors | None, optimizer: torch.optim.Optimizer | None = None
+    ) -> UpdateStats:
+        if grads is None:
+            raise ValueError("snip needs the gradient of the first batch")
+        stats = UpdateStats(step=step, drop_fraction=0.0)
+        for name, weight in self.weights.items():
+            keep = num_active(self.targets[name], weight.numel())
+            scores = (grads[name] * weight).abs().reshape(-1)
+            selected = select(scores, keep, largest=True, generator=self.generator)
+            self.masks[name].copy_(selected.view_as(weight))
+            stats.dropped[name] = weight.numel() - keep
+        self.apply_masks()
+        self.ever_active = {name: mask.clone() for name, mask in self.masks.items()}
+        return self._finish(stats)
+
+
+@final
+class Prune(Updater):
+    """Gradual magnitude pruning (Zhu & Gupta 2017): starts dense; every ``every`` steps
+    from t_b to t_e the layer keeps its N_l - floor(s_l(t) N_l) largest |W|, with
+    s_l(t) = s_l (1 - (1 - p)^3). Step, then prune."""
+
+    key = "prune"
+
+    def __init__(
+        self,
+        weights: Mapping[str, torch.Tensor],
+        sparsities: Mapping[str, float],
+        *,
+        seed: int,
+        start: int,
+        end: int,
+        every: int,
+    ) -> None:
+        ones = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
+        super().__init__(weights, ones, seed=seed)
+        self.targets = dict(sparsities)
+        self.start, self.end, self.every = start, end, every
+
+    def after_step(self, step: int) -> bool:
+        in_window = self.start <= step <= self.end
+        return in_window and ((step - self.start) % self.every == 0 or step == self.end)
+
+    @torch.no_grad()
+    def update(
+        self, step: int, grads: Tensors | None, optimizer: torch.optim.Optimizer | None = None
+    ) -> UpdateStats:
+        stats = UpdateStats(step=step, drop_fraction=0.0)
+        for name, weight in self.weights.items():
+            target = pruning_sparsity(self.targets[name], step, self.start, self.end)
+            keep = num_active(target, weight.numel())
+            mask = self.masks[name]
+            active = int(mask.sum())
+            if keep >= active:
+                stats.dropped[name] = 0
+                continue
+            scores = weight.detach().abs().reshape(-1).masked_fill(~mask.view(-1), -math.inf)
+            mask.copy_(select(scores, keep, largest=True, generator=self.generator).view_as(mask))
+            stats.dropped[name] = active - keep
+        self.apply_masks()
+        return self._finish(stats)
+
+
+UPDATERS: dict[str, type[Updater]] = {
+    cls.key: cls for cls in (Static, Set, Snfs, Rigl, Snip, Prune)
+}
+DENSE_METHODS = ("dense", "small_dense")
+SPARSE_METHODS = tuple(UPDATERS)
+
+
+def make_updater(
+    method: str,
+    weights: Mapping[str, torch.Tensor],
+    sparsities: Mapping[str, float],
+    *,
+    seed: int,
+    total_steps: int,
+    delta_t: int = 100,
+    alpha: float = 0.3,
+    drop_fraction: str = "cosine",
+    end_fraction: float = 0.75,
+    step_on_update: bool = False,
+    momentum: float = 0.9,
+    prune_start: float = 0.1,
+    prune_end: float = 0.6,
+    prune_every: int = 100,
+) -> Updater | None:
+    """Build the updater of ``method`` over ``weights`` (None for the dense methods).
+
+    ``sparsities`` are per-layer targets (from a distribution); drop-and-grow methods
+    and ``static`` start from seeded random masks with exactly those counts, ``snip`` and
+    ``prune`` start dense. Steps are optimizer steps; T_end = end_fraction · total_steps.
+    """
+    if method in DENSE_METHODS:
+        return None
+    if method not in UPDATERS:
+        raise ValueError(f"method={method!r}: allowed {list(DENSE_METHODS + SPARSE_METHODS)}")
+    if method == "snip":
+        return Snip(weights, sparsities, seed=seed)
+    if method == "prune":
+        return Prune(
+            weights,
+            sparsities,
+            seed=seed,
+            start=round(prune_start * total_steps),
+            end=round(prune_end * total_steps),
+            every=prune_every,
+        )
+    shapes = {name: tuple(w.shape) for name, w in weights.items()}
+    device = next(iter(weights.values())).device if weights else "cpu"
+    masks = random_masks(shapes, sparsities, seed, device)
+    if method == "static":
+        return Static(weights, masks, seed=seed)
+    t_end = round(end_fraction * total_steps)
+    fraction = DropFraction(alpha=alpha, t_end=t_end, kind=drop_fraction)
+    schedule = UpdateSchedule(delta_t=delta_t, t_end=t_end)
+    if method == "set":
+        return Set(weights, masks, seed=seed, drop_fraction=fraction, schedule=schedule)
+    if method == "snfs":
+        return Snfs(
+            weights, masks, seed=seed, drop_fraction=fraction, schedule=schedule, momentum=momentum
+        )
+    return Rigl(
+        weights,
+        masks,
+        seed=seed,
+        drop_fraction=fraction,
+        schedule=schedule,
+        step_on_update=step_on_update,
+    )
