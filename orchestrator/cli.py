@@ -1,7 +1,7 @@
 """The `rigl` command.
 
     rigl flops [overrides] [--json]     FLOPs and size of a configuration vs dense
-    rigl train [overrides] [--json]     one trial in the foreground
+    rigl train [overrides] [--json]     one trial in the foreground, with a progress bar
 
 Overrides use Hydra's syntax on the tree in conf/ (``model=wrn22_2 sparsity=0.9
 distribution=erk method=rigl delta_t=100``). Exit codes: 0 success, 1 a trial failed,
@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
 
 from orchestrator.compose import UsageError, compose_trial
 
@@ -40,6 +44,20 @@ def _parser() -> argparse.ArgumentParser:
     flops.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sparsity=0.9")
     flops.add_argument("--json", action="store_true", help="print one JSON object")
     flops.set_defaults(func=cmd_flops)
+
+    train = commands.add_parser("train", help="run one trial in the foreground")
+    train.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. method=set")
+    train.add_argument(
+        "--json", action="store_true", help="end with the trial's summary as one JSON line"
+    )
+    train.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="checkpoints, masks and tables (default: $RIGL_HOME/train/<time>); "
+        "an existing checkpoint there is resumed",
+    )
+    train.set_defaults(func=cmd_train)
     return parser
 
 
@@ -103,6 +121,48 @@ def cmd_flops(args: argparse.Namespace) -> int:
         f"model size       {report.size_bytes / 1e6:.3f} MB  "
         f"(dense {report.size_bytes_dense / 1e6:.3f} MB)"
     )
+    return 0
+
+
+def rigl_home() -> Path:
+    """The project data directory: $RIGL_HOME, else ~/.rigl (absolute)."""
+    return Path(os.environ.get("RIGL_HOME", Path.home() / ".rigl")).expanduser().resolve()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from trainers.data import DataError
+    from trainers.loop import DivergenceError, run_trial
+    from trainers.tracking import MemoryTracker
+
+    cfg = compose_trial(args.overrides)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    workdir = (args.workdir or rigl_home() / "train" / f"{stamp}-{os.getpid()}").resolve()
+    print(
+        f"rigl train: {cfg.model.name} on {cfg.data.name}, {cfg.method.name}, "
+        f"sparsity {cfg.sparsity}, {cfg.train.total_steps:,} steps; files in {workdir}",
+        file=sys.stderr,
+    )
+    bar = tqdm(total=cfg.train.total_steps, unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(step: int, total: int, metrics: dict[str, float]) -> None:
+        bar.update(step - bar.n)
+        bar.set_postfix(acc=f"{metrics['eval_accuracy']:.4f}", loss=f"{metrics['eval_loss']:.3f}")
+
+    try:
+        result = run_trial(cfg, MemoryTracker(), workdir, progress=progress)
+    except (DataError, DivergenceError) as exc:
+        bar.close()
+        print(f"rigl train: trial failed: {exc}", file=sys.stderr)
+        return 1
+    bar.close()
+    summary = asdict(result)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            print(f"{key:22} {value}")
     return 0
 
 

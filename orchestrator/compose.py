@@ -60,6 +60,8 @@ def compose_trial(overrides: Sequence[str]) -> TrialConfig:
         raise UsageError(_composition_message(exc)) from None
     except (HydraException, OmegaConfBaseException) as exc:
         raise UsageError(_omegaconf_message(exc)) from None
+    except ValueError as exc:  # e.g. "method=0.8": a group choice that is not a name
+        raise UsageError(f"{exc} (overrides: {' '.join(overrides)})") from None
     assert isinstance(trial, TrialConfig)
     try:
         return validate(trial)

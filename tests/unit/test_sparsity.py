@@ -227,9 +227,9 @@ def test_updates_keep_counts_and_masked_weights_zero(method, sparsity):
 @pytest.mark.parametrize(
     "make_opt",
     [
-        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
-        lambda p: torch.optim.Adam(p, lr=0.1, amsgrad=True),
-        lambda p: torch.optim.AdamW(p, lr=0.1, weight_decay=0.01),
+        lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9),
+        lambda p: torch.optim.Adam(p, lr=1e-3, amsgrad=True),
+        lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01),
     ],
     ids=["sgd-momentum", "adam-amsgrad", "adamw"],
 )
@@ -247,6 +247,7 @@ def test_new_connections_get_zero_weight_and_optimizer_state(make_opt):
         if value.shape != weight.shape:
             continue
         assert value[4] == 0  # new connection
+        assert value[6] == 0  # dropped for good: no stale state to move a masked weight
         for kept in (0, 1, 2):  # kept and regrown (1) keep their state
             assert value[kept] == state_before[key][kept]
     assert weight[4] == 0 and weight[1] == kept_before[1] != 0

@@ -113,16 +113,24 @@ class Updater(ABC):
         """Change the masks for step ``step``; record it as done."""
 
     # -- keeping masked weights at zero ----------------------------------------------
+    def _refresh_mask_values(self) -> None:
+        # Masks as 0/1 in the weight's dtype: multiplying by them is several times faster
+        # than by a bool tensor, and gradient masking runs on every training step.
+        self.mask_values = {
+            name: mask.to(self.weights[name].dtype) for name, mask in self.masks.items()
+        }
+
     @torch.no_grad()
     def apply_masks(self) -> None:
+        self._refresh_mask_values()
         for name, weight in self.weights.items():
-            weight.mul_(self.masks[name])
+            weight.mul_(self.mask_values[name])
 
     @torch.no_grad()
     def mask_gradients(self) -> None:
         for name, weight in self.weights.items():
             if weight.grad is not None:
-                weight.grad.mul_(self.masks[name])
+                weight.grad.mul_(self.mask_values[name])
 
     # -- reporting ------------------------------------------------------------------
     def sparsities(self) -> dict[str, float]:
@@ -159,6 +167,7 @@ class Updater(ABC):
         self.apply_masks()
 
     def _finish(self, stats: UpdateStats) -> UpdateStats:
+        self._refresh_mask_values()
         for name, mask in self.masks.items():
             self.ever_active[name] |= mask
         self.last_update_step = stats.step
@@ -184,7 +193,10 @@ class DropAndGrow(Updater):
     Per layer and update: n_drop = floor(n_active · f(t)); the active count never
     changes. Growth chooses among every entry not kept, just-dropped ones included; a
     connection dropped and regrown in the same update keeps its weight and optimizer
-    state, a new one starts at weight 0 with zeroed optimizer state.
+    state, a new one starts at weight 0 with zeroed optimizer state. A connection dropped
+    for good also loses its optimizer state, so that with masked gradients an inactive
+    weight stays exactly zero under SGD (momentum, Nesterov, weight decay) and Adam(W)
+    without re-masking the weights after every step.
     """
 
     def __init__(
@@ -231,10 +243,11 @@ class DropAndGrow(Updater):
                 flat_mask, weight.detach().abs().view(-1), grow.reshape(-1), n_drop, self.generator
             )
             new = (grown & ~flat_mask).view_as(mask)
+            changed = (flat_mask ^ (kept | grown)).view_as(mask)  # new or dropped for good
             mask.copy_((kept | grown).view_as(mask))
             weight.masked_fill_(~mask | new, 0)
             if optimizer is not None:
-                reset_optimizer_state(optimizer, weight, new)
+                reset_optimizer_state(optimizer, weight, changed)
             n_new = int(new.sum())
             stats.dropped[name] = stats.grown[name] = n_drop
             stats.new[name] = n_new
@@ -412,7 +425,11 @@ class Prune(Updater):
                 stats.dropped[name] = 0
                 continue
             scores = weight.detach().abs().reshape(-1).masked_fill(~mask.view(-1), -math.inf)
+            pruned = mask.clone()
             mask.copy_(select(scores, keep, largest=True, generator=self.generator).view_as(mask))
+            pruned &= ~mask
+            if optimizer is not None:
+                reset_optimizer_state(optimizer, weight, pruned)
             stats.dropped[name] = active - keep
         self.apply_masks()
         return self._finish(stats)

@@ -1,0 +1,117 @@
+"""Wall time per training step of each method against dense, through the real trainer.
+
+Side by side in one run, on the same data and steps: dense, and static / set / snfs /
+rigl (ΔT = 100) at sparsity 0.9 (ERK), for LeNet-300-100 on mnist5k and WRN-22-2 on
+CIFAR-shaped random data (written in the CIFAR-10 binary format to a temporary root).
+Time per step is measured between the first and last training-loss points of each trial,
+so it includes RigL's extra update batches and every mask update but not set-up or the
+final evaluation. Methods run in interleaved rounds; the median round is reported.
+Target on a 2-core CPU: rigl / dense <= 1.05 for both models.
+
+    python benchmarks/step_overhead.py [--rounds 3] [--device cpu|cuda] [--wrn-batch 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.compose import compose_trial
+from trainers.loop import run_trial
+from trainers.tracking import MemoryTracker
+
+METHODS = ("dense", "static", "set", "snfs", "rigl")
+
+
+class _Clock(MemoryTracker):
+    """Remembers when each training-loss point was logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[tuple[int, float]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if "train_loss" in metrics:
+            self.times.append((step, time.perf_counter()))
+
+
+def _fake_cifar(root: Path, n_train: int = 2000, n_test: int = 200) -> Path:
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+    per_batch = n_train // 5
+    for name, n in [
+        *[(f"data_batch_{i}.bin", per_batch) for i in range(1, 6)],
+        ("test_batch.bin", n_test),
+    ]:
+        records = rng.integers(0, 256, size=(n, 3073), dtype=np.uint8)
+        records[:, 0] %= 10
+        records.tofile(folder / name)
+    return root
+
+
+def _seconds_per_step(overrides: list[str], workdir: Path) -> float:
+    clock = _Clock()
+    run_trial(compose_trial(overrides), clock, workdir)
+    (first_step, first), (last_step, last) = clock.times[0], clock.times[-2]
+    return (last - first) / (last_step - first_step)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--lenet-steps", type=int, default=1500)
+    parser.add_argument("--wrn-steps", type=int, default=250)
+    parser.add_argument("--wrn-batch", type=int, default=32)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        cifar = _fake_cifar(tmp_path / "cifar")
+        setups = {
+            "lenet300_100 / mnist5k (batch 100)": [
+                "model=lenet300_100",
+                f"train.steps={args.lenet_steps}",
+                f"train.eval_every={args.lenet_steps}",
+                "train.batch_size=100",
+            ],
+            f"wrn22_2 / CIFAR-shaped random (batch {args.wrn_batch})": [
+                "model=wrn22_2",
+                f"data.root={cifar}",
+                f"train.steps={args.wrn_steps}",
+                f"train.eval_every={args.wrn_steps}",
+                f"train.batch_size={args.wrn_batch}",
+            ],
+        }
+        common = [
+            "sparsity=0.9",
+            "distribution=erk",
+            "delta_t=100",
+            "train.mask_snapshots=0",
+            "train.checkpoint_every=1000000",
+            f"train.device={args.device}",
+        ]
+        print(f"device {args.device}; {args.rounds} interleaved rounds; median seconds/step")
+        for label, overrides in setups.items():
+            times: dict[str, list[float]] = {m: [] for m in METHODS}
+            for r in range(args.rounds):
+                for method in METHODS:
+                    workdir = tmp_path / f"{label[:6]}-{method}-{r}"
+                    times[method].append(
+                        _seconds_per_step([*overrides, *common, f"method={method}"], workdir)
+                    )
+            dense = statistics.median(times["dense"])
+            print(f"\n{label}")
+            for method in METHODS:
+                t = statistics.median(times[method])
+                print(f"  {method:7} {t * 1e3:9.3f} ms/step   {t / dense:5.3f}x dense")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,453 @@
+"""The one training loop: ``run_trial(config, tracker, workdir) -> TrialResult``.
+
+One iteration is one of:
+* an update that replaces a step (RigL's reference timing, SNIP's first batch): forward
+  and backward on a batch, the updater changes the masks from the dense gradient, no
+  optimizer step; t and the learning rate stay where they are;
+* an optimizer step t (masked gradients, so inactive weights, their gradients and their
+  optimizer state stay exactly zero), followed by the updater's update when it wants one
+  (SET, SNFS, gradual pruning, RigL with ``step_on_update``); then t advances.
+
+Resuming from ``workdir/checkpoint.pt`` continues bit-identically on the same device.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainers import checkpoint
+from trainers.build import build_plan
+from trainers.config import OptimConfig, TrialConfig
+from trainers.data import build_data
+from trainers.masks_io import save_masks
+from trainers.models import layer_geometry
+from trainers.sparsity import (
+    FlopReport,
+    Updater,
+    UpdateStats,
+    inference_flops,
+    make_updater,
+    model_size_bytes,
+)
+from trainers.tracking import Tracker
+
+ProgressFn = Callable[[int, int, dict[str, float]], None]
+
+
+class DivergenceError(RuntimeError):
+    """The loss or the gradient became non-finite; the message names the step."""
+
+
+@dataclass
+class TrialResult:
+    """The summary of a finished trial (also logged through ``Tracker.log_summary``)."""
+
+    final_accuracy: float
+    best_accuracy: float
+    final_eval_loss: float
+    train_multiplier: float
+    inference_multiplier: float
+    size_bytes: float
+    train_flops: float
+    wall_time_s: float
+    steps: int
+    resumed_from_step: int | None = None
+
+
+@dataclass
+class _Counters:
+    """The loop's own state, saved in checkpoints."""
+
+    step: int = 0
+    train_flops: float = 0.0
+    best_accuracy: float = 0.0
+    last_eval_loss: float = math.nan
+    wall_time_s: float = 0.0
+    snapshots_taken: list[int] = field(default_factory=list)
+    flop_curve: list[list[float]] = field(default_factory=list)  # [step, flops, accuracy]
+
+
+def flatten_config(cfg: TrialConfig) -> dict[str, Any]:
+    """Dotted keys -> values, e.g. {"sparsity": 0.9, "method.name": "rigl", ...}."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict) and value:
+                walk(f"{name}.", value)
+            else:
+                out[name] = value
+
+    walk("", asdict(cfg))
+    return out
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available")
+    return torch.device(choice)
+
+
+def learning_rate(o: OptimConfig, step: int, total_steps: int) -> float:
+    """The learning rate at optimizer step ``step``: linear warm-up, then the schedule.
+
+    ``step`` decays by ``gamma`` at each milestone (fractions of training, so they scale
+    with the training-length multiplier); ``cosine`` anneals to 0 at the end.
+    """
+    if o.warmup_steps and step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    if o.schedule == "step":
+        passed = sum(step >= round(m * total_steps) for m in o.milestones)
+        return o.lr * o.gamma**passed
+    if o.schedule == "cosine":
+        span = max(1, total_steps - o.warmup_steps)
+        return o.lr * 0.5 * (1 + math.cos(math.pi * (step - o.warmup_steps) / span))
+    return o.lr
+
+
+def build_optimizer(o: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if o.name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=o.lr,
+        momentum=o.momentum,
+        nesterov=o.nesterov and o.momentum > 0,
+        weight_decay=o.weight_decay,
+    )
+
+
+class _Trial:
+    """The objects of one trial, built once from its config."""
+
+    def __init__(self, cfg: TrialConfig, workdir: Path) -> None:
+        self.cfg = cfg
+        self.workdir = workdir
+        self.device = resolve_device(cfg.train.device)
+        _seed_everything(cfg.seed)
+        self.data = build_data(cfg.data)
+        self.text = self.data.kind == "text"
+        plan = build_plan(cfg, self.device)
+        self.model, self.plan = plan.model, plan
+        self.total_steps = cfg.train.total_steps
+        params = dict(self.model.named_parameters())
+        self.weights = {name: params[name] for name in plan.masked}
+        m = cfg.method
+        self.updater: Updater | None = make_updater(
+            m.name,
+            self.weights,
+            plan.sparsities,
+            seed=cfg.seed,
+            total_steps=self.total_steps,
+            delta_t=cfg.delta_t,
+            alpha=cfg.alpha,
+            drop_fraction=m.drop_fraction,
+            end_fraction=m.end_fraction,
+            step_on_update=m.step_on_update,
+            momentum=m.momentum,
+            prune_start=m.prune_start,
+            prune_end=m.prune_end,
+            prune_every=m.prune_every,
+        )
+        self.optimizer = build_optimizer(cfg.optim, self.model)
+        self.stream = self.data.train_stream(cfg.train.batch_size, cfg.seed)
+        self.layers = layer_geometry(self.model, self.data.input_shape, text=self.text)
+        self.f_dense = inference_flops(
+            layer_geometry(_full_width_model(cfg), self.data.input_shape, text=self.text), {}
+        )
+        self.counters = _Counters()
+
+    # -- FLOPs (SPEC §6), counted per iteration as it happens ----------------------------
+    def f_sparse(self) -> float:
+        return inference_flops(self.layers, self.current_sparsities())
+
+    def current_sparsities(self) -> dict[str, float]:
+        return self.updater.sparsities() if self.updater else dict.fromkeys(self.weights, 0.0)
+
+    def report(self) -> FlopReport:
+        cfg = self.cfg
+        sparsities = self.current_sparsities()
+        dense_samples = cfg.train.batch_size * cfg.train.steps
+        return FlopReport(
+            inference_flops=inference_flops(self.layers, sparsities),
+            inference_flops_dense=self.f_dense,
+            train_flops=self.counters.train_flops,
+            train_flops_dense=3.0 * self.f_dense * dense_samples,
+            size_bytes=model_size_bytes(self.layers, sparsities),
+            size_bytes_dense=model_size_bytes(self.layers, {}),
+        )
+
+    # -- state ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "updater": self.updater.state_dict() if self.updater else {},
+            "stream": self.stream.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "counters": asdict(self.counters),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.updater:
+            self.updater.load_state_dict(state["updater"])
+        self.stream.load_state_dict(state["stream"])
+        checkpoint.set_rng_state(state["rng"])
+        self.counters = _Counters(**state["counters"])
+
+
+def _full_width_model(cfg: TrialConfig) -> nn.Module:
+    from trainers.models import build_model
+
+    return build_model(cfg.model.name, width=cfg.model.width)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_trial(
+    cfg: TrialConfig, tracker: Tracker, workdir: Path, *, progress: ProgressFn | None = None
+) -> TrialResult:
+    """Train one trial to the end, resuming from ``workdir/checkpoint.pt`` if present.
+
+    Raises DivergenceError on a non-finite loss or gradient and DataError for missing
+    local data; everything else the trial produces goes through ``tracker``.
+    """
+    workdir = Path(workdir).resolve()
+    trial = _Trial(cfg, workdir)
+    ckpt_path = workdir / checkpoint.CHECKPOINT_NAME
+    resumed_from = None
+    if ckpt_path.exists():
+        trial.load_state_dict(checkpoint.load(ckpt_path))
+        resumed_from = trial.counters.step
+    else:
+        tracker.log_params(flatten_config(cfg))
+        _snapshot(trial, tracker, "init")
+    started = time.perf_counter() - trial.counters.wall_time_s
+    _train(trial, tracker, progress, started)
+    return _finish(trial, tracker, started, resumed_from)
+
+
+def _loss(trial: _Trial, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    cfg = trial.cfg
+    with torch.autocast(trial.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16):
+        logits = trial.model(x)
+    logits = logits.float()
+    if trial.text:
+        logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+    return F.cross_entropy(logits, y, label_smoothing=cfg.optim.label_smoothing)
+
+
+def _dense_grads(trial: _Trial, step: int) -> dict[str, torch.Tensor]:
+    """G = ∂L/∂(W⊙M) of each masked layer (inactive weights are exactly 0 in W)."""
+    grads = {}
+    for name, w in trial.weights.items():
+        if w.grad is None or not torch.isfinite(w.grad).all():
+            raise DivergenceError(
+                f"non-finite gradient of {name} at step {step}: the topology update was not run"
+            )
+        grads[name] = w.grad
+    return grads
+
+
+def _train(trial: _Trial, tracker: Tracker, progress: ProgressFn | None, started: float) -> None:
+    cfg, c, updater = trial.cfg, trial.counters, trial.updater
+    batch, total = cfg.train.batch_size, trial.total_steps
+    f_dense, f_sparse = trial.f_dense, trial.f_sparse()
+    dense_method = updater is None and cfg.method.name == "dense"
+    log_every = max(1, min(50, cfg.train.eval_every))
+    snapshot_steps = {
+        round(total * (i + 1) / (cfg.train.mask_snapshots + 1))
+        for i in range(cfg.train.mask_snapshots)
+    }
+    model, optimizer = trial.model, trial.optimizer
+    model.train()
+    while c.step < total:
+        step = c.step
+        tick = time.perf_counter()
+        x, y = trial.stream.next_batch()
+        x, y = x.to(trial.device, non_blocking=True), y.to(trial.device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss = _loss(trial, x, y)
+        if not torch.isfinite(loss):
+            raise DivergenceError(f"training diverged at step {step}: loss is {loss.item()}")
+        loss.backward()
+
+        if updater is not None and updater.replaces_step(step):
+            stats = updater.update(step, _dense_grads(trial, step), optimizer)
+            c.train_flops += batch * (2 * f_sparse + f_dense)
+            f_sparse = trial.f_sparse()
+            _log_update(tracker, stats, step)
+            continue
+
+        grads = None
+        iteration_flops = 3 * (f_dense if dense_method else f_sparse)
+        if updater is not None:
+            if updater.observes_every_step:
+                updater.observe(_dense_grads(trial, step))
+                iteration_flops = 2 * f_sparse + f_dense
+            if updater.after_step(step):
+                grads = {n: g.clone() for n, g in _dense_grads(trial, step).items()}
+                if cfg.method.name == "rigl":
+                    iteration_flops = 2 * f_sparse + f_dense
+            updater.mask_gradients()
+        if cfg.optim.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        lr = learning_rate(cfg.optim, step, total)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        c.train_flops += batch * iteration_flops
+        if grads is not None:
+            stats = updater.update(step, grads, optimizer)
+            f_sparse = trial.f_sparse()
+            _log_update(tracker, stats, step)
+        c.step = step + 1
+
+        if c.step % log_every == 0 or c.step == total:
+            tracker.log_metrics(
+                {
+                    "train_loss": loss.item(),
+                    "lr": lr,
+                    "step_time_s": time.perf_counter() - tick,
+                    "train_flops": c.train_flops,
+                },
+                c.step,
+            )
+        if c.step % cfg.train.eval_every == 0 or c.step == total:
+            _evaluate(trial, tracker, c.step, progress)
+            model.train()
+        if c.step in snapshot_steps:
+            _snapshot(trial, tracker, f"step_{c.step:07d}")
+        if c.step % cfg.train.checkpoint_every == 0 or c.step == total:
+            c.wall_time_s = time.perf_counter() - started
+            _checkpoint(trial, tracker)
+
+
+def _log_update(tracker: Tracker, stats: UpdateStats, step: int) -> None:
+    tracker.log_metrics(
+        {
+            "update_drop_fraction": stats.drop_fraction,
+            "update_dropped": float(sum(stats.dropped.values())),
+            "update_grown": float(sum(stats.grown.values())),
+            "update_new": float(sum(stats.new.values())),
+            "mask_churn": stats.churn,
+            "itop_rate": stats.itop,
+        },
+        step,
+    )
+
+
+@torch.no_grad()
+def _evaluate(
+    trial: _Trial, tracker: Tracker, step: int, progress: ProgressFn | None
+) -> dict[str, float]:
+    model = trial.model
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    for x, y in trial.data.eval_batches(max(trial.cfg.train.batch_size, 256)):
+        x, y = x.to(trial.device), y.to(trial.device)
+        with torch.autocast(trial.device.type, dtype=torch.bfloat16, enabled=trial.cfg.train.bf16):
+            logits = model(x)
+        logits = logits.float()
+        if trial.text:
+            logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += int((logits.argmax(-1) == y).sum())
+        count += y.numel()
+    c = trial.counters
+    accuracy = correct / count
+    c.best_accuracy = max(c.best_accuracy, accuracy)
+    c.flop_curve.append([step, c.train_flops, accuracy])
+    c.last_eval_loss = loss_sum / count
+    metrics = {"eval_loss": c.last_eval_loss, "eval_accuracy": accuracy}
+    if trial.text:
+        metrics["eval_bits_per_char"] = metrics["eval_loss"] / math.log(2)
+    sparsities = trial.current_sparsities()
+    if trial.updater is not None:
+        metrics["sparsity"] = trial.updater.total_sparsity()
+        metrics.update({f"sparsity/{name}": s for name, s in sparsities.items()})
+    tracker.log_metrics(metrics, step)
+    if progress is not None:
+        progress(step, trial.total_steps, metrics)
+    return metrics
+
+
+def _snapshot(trial: _Trial, tracker: Tracker, tag: str) -> None:
+    if trial.updater is None:
+        return
+    path = save_masks(trial.workdir / "masks" / f"{tag}.npz", trial.updater.masks)
+    tracker.log_artifact(path, "masks")
+    trial.counters.snapshots_taken.append(trial.counters.step)
+
+
+def _checkpoint(trial: _Trial, tracker: Tracker) -> None:
+    path = trial.workdir / checkpoint.CHECKPOINT_NAME
+    checkpoint.save(path, trial.state_dict())
+    tracker.log_artifact(path, "checkpoints")
+
+
+def _finish(
+    trial: _Trial, tracker: Tracker, started: float, resumed_from: int | None
+) -> TrialResult:
+    c = trial.counters
+    if not c.flop_curve or c.flop_curve[-1][0] != c.step:
+        _evaluate(trial, tracker, c.step, None)
+    final = c.flop_curve[-1][2]
+    _snapshot(trial, tracker, "final")
+    report = trial.report()
+    c.wall_time_s = time.perf_counter() - started
+    planned = trial.plan.sparsities
+    realised = trial.current_sparsities()
+    tracker.log_json(
+        [{"layer": n, "planned": planned[n], "realised": realised[n]} for n in trial.plan.masked],
+        "sparsity_table.json",
+    )
+    tracker.log_json(
+        {
+            "step": [p[0] for p in c.flop_curve],
+            "train_flops": [p[1] for p in c.flop_curve],
+            "eval_accuracy": [p[2] for p in c.flop_curve],
+            "train_flops_dense": report.train_flops_dense,
+        },
+        "flop_curve.json",
+    )
+    result = TrialResult(
+        final_accuracy=final,
+        best_accuracy=c.best_accuracy,
+        final_eval_loss=c.last_eval_loss,
+        train_multiplier=report.train_multiplier,
+        inference_multiplier=report.inference_multiplier,
+        size_bytes=report.size_bytes,
+        train_flops=report.train_flops,
+        wall_time_s=c.wall_time_s,
+        steps=c.step,
+        resumed_from_step=resumed_from,
+    )
+    tracker.log_summary(
+        {
+            k: float(v)
+            for k, v in asdict(result).items()
+            if isinstance(v, int | float) and k != "resumed_from_step"
+        }
+    )
+    return result
