@@ -27,6 +27,11 @@ class UsageError(ValueError):
     """Bad user input: the CLI prints the message and exits 2."""
 
 
+def rigl_home() -> Path:
+    """The project data directory, absolute: $RIGL_HOME, else ~/.rigl."""
+    return Path(os.environ.get("RIGL_HOME") or "~/.rigl").expanduser().resolve()
+
+
 def conf_dir() -> Path:
     """The `conf/` tree: $RIGL_CONF, else the one beside this package (absolute)."""
     path = Path(os.environ.get("RIGL_CONF", Path(__file__).resolve().parents[1] / "conf"))

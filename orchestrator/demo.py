@@ -1,7 +1,8 @@
-"""`make demo`: what a new user runs first.
+"""`make demo`: the first thing a new user runs.
 
-Prints the FLOP report of the paper's ResNet-50 settings (uniform and ERK at 80% and
-90% sparsity, RigL) from the config tree, then how to explore further.
+Runs the smoke sweep (conf/sweep/smoke.yaml: LeNet-300-100 on the embedded mnist5k
+digits; RigL, SET and Static at 80% and 90% sparsity, and dense) on an embedded Ray
+cluster, records it in the local MLflow store, then says how to browse it.
 """
 
 from __future__ import annotations
@@ -12,17 +13,16 @@ from orchestrator.cli import main as rigl
 
 
 def main() -> int:
-    for distribution in ("uniform", "erk"):
-        for sparsity in ("0.8", "0.9"):
-            print(f"\n$ rigl flops model=resnet50 method=rigl distribution={distribution} "
-                  f"sparsity={sparsity}")
-            code = rigl(["flops", "model=resnet50", "method=rigl",
-                         f"distribution={distribution}", f"sparsity={sparsity}"])
-            if code:
-                return code
-    print("\nNext: `.venv/bin/rigl flops --help`, or any override from conf/, e.g.\n"
-          "  .venv/bin/rigl flops model=wrn22_2 method=snfs sparsity=0.95 --json")
-    return 0
+    print("$ rigl sweep --preset smoke", flush=True)
+    code = rigl(["sweep", "--preset", "smoke"])
+    if code == 0:
+        print(
+            "\nBrowse the runs:  .venv/bin/rigl ui   then open http://127.0.0.1:5000\n"
+            "Trials table:     .venv/bin/rigl status\n"
+            "FLOPs of a setup: .venv/bin/rigl flops model=resnet50 sparsity=0.8 "
+            "distribution=erk method=rigl"
+        )
+    return code
 
 
 if __name__ == "__main__":

@@ -329,7 +329,7 @@ def _train(trial: _Trial, tracker: Tracker, progress: ProgressFn | None, started
                     "train_loss": loss.item(),
                     "lr": lr,
                     "step_time_s": time.perf_counter() - tick,
-                    "train_flops": c.train_flops,
+                    "cumulative_train_flops": c.train_flops,
                 },
                 c.step,
             )
