@@ -91,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     ui = commands.add_parser("ui", help="the MLflow UI on this project's store (127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui, overrides=[])
+
+    from orchestrator import submit
+
+    submit.register(commands)
     return parser
 
 
