@@ -257,9 +257,7 @@ def _run_sweep(
             else:
                 trials = _unfinished(ledger, sweep_id, trials)
                 if not trials:
-                    print(
-                        f"nothing to run: every trial of sweep {sweep_id} has a FINISHED attempt"
-                    )
+                    print(f"nothing to run: every trial of sweep {sweep_id} has a FINISHED attempt")
                     return 0
                 ledger.reopen_sweep(sweep_id)
             print(
