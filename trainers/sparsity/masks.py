@@ -66,7 +66,8 @@ def select(
 ) -> torch.Tensor:
     """Flat bool mask of the k largest (or smallest) entries of a flat tensor.
 
-    The k-th value is found with one selection (kthvalue, linear time, no sort); entries
+    The k-th value is found with one selection (a partial top-k for small k, else
+    kthvalue; never a full sort); entries
     strictly beyond it are taken, and the rest of the k come from the entries tied with
     it: chosen by a seeded permutation of the tied set, or lowest index first without a
     generator. Identical inputs and generator states give identical masks on every rank.
@@ -76,7 +77,11 @@ def select(
         return torch.zeros_like(scores, dtype=torch.bool)
     if k >= n:
         return torch.ones_like(scores, dtype=torch.bool)
-    threshold = torch.kthvalue(scores, n - k + 1 if largest else k).values
+    if k <= n // 4:  # a partial top-k is cheaper than a full selection for small k
+        top = torch.topk(scores, k, largest=largest, sorted=False).values
+        threshold = top.min() if largest else top.max()
+    else:
+        threshold = torch.kthvalue(scores, n - k + 1 if largest else k).values
     chosen = scores > threshold if largest else scores < threshold
     missing = k - int(chosen.sum())
     tied = (scores == threshold).nonzero().view(-1)

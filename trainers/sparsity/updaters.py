@@ -63,15 +63,17 @@ def drop_and_grow(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One layer's drop and grow on flat tensors; returns bool masks (kept, grown).
 
-    kept: the active entries (``mask``) minus the n_drop with the smallest ``magnitudes``.
+    kept: the active entries (``mask``) minus the n_drop with the smallest ``magnitudes``
+    (|W|; weights may be passed as they are, only their absolute values are compared).
     grown: the n_drop entries outside ``kept`` with the highest ``grow_scores`` (entries
     just dropped may be grown again). kept ∩ grown = ∅ and |kept| + |grown| = |mask|.
     Ties in either choice are broken by ``generator``'s seeded order.
     """
-    dropped = select(
-        magnitudes.masked_fill(~mask, math.inf), n_drop, largest=False, generator=generator
-    )
-    kept = mask & ~dropped
+    # Only active entries can be dropped: select among them (a fraction 1 - s of the layer).
+    active = mask.nonzero().view(-1)
+    dropped = select(magnitudes[active].abs(), n_drop, largest=False, generator=generator)
+    kept = mask.clone()
+    kept[active[dropped]] = False
     grown = select(
         grow_scores.masked_fill(kept, -math.inf), n_drop, largest=True, generator=generator
     )
@@ -119,6 +121,7 @@ class Updater(ABC):
         self.mask_values = {
             name: mask.to(self.weights[name].dtype) for name, mask in self.masks.items()
         }
+        self._grad_pairs = [(self.weights[name], v) for name, v in self.mask_values.items()]
 
     @torch.no_grad()
     def apply_masks(self) -> None:
@@ -126,11 +129,12 @@ class Updater(ABC):
         for name, weight in self.weights.items():
             weight.mul_(self.mask_values[name])
 
-    @torch.no_grad()
     def mask_gradients(self) -> None:
-        for name, weight in self.weights.items():
+        # Runs on every training step: gradients need no autograd context, and a plain
+        # loop over precomputed pairs keeps the Python cost to one call per layer.
+        for weight, values in self._grad_pairs:
             if weight.grad is not None:
-                weight.grad.mul_(self.mask_values[name])
+                weight.grad.mul_(values)
 
     # -- reporting ------------------------------------------------------------------
     def sparsities(self) -> dict[str, float]:
@@ -240,7 +244,7 @@ class DropAndGrow(Updater):
             flat_mask = mask.view(-1)
             grow = self.grow_scores(name, None if grads is None else grads[name])
             kept, grown = drop_and_grow(
-                flat_mask, weight.detach().abs().view(-1), grow.reshape(-1), n_drop, self.generator
+                flat_mask, weight.detach().view(-1), grow.reshape(-1), n_drop, self.generator
             )
             new = (grown & ~flat_mask).view_as(mask)
             changed = (flat_mask ^ (kept | grown)).view_as(mask)  # new or dropped for good
