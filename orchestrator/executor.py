@@ -148,9 +148,8 @@ def _run_attempt(
     board: Any,
     train_fn: TrainFn | None,
 ) -> dict[str, Any]:
-    from trainers.loop import run_trial
-
-    train_fn = train_fn or run_trial
+    if train_fn is None:  # torch is imported only by attempts that train
+        from trainers.loop import run_trial as train_fn
     ledger = Ledger(tracking_uri)
     previous = [a for a in ledger.attempts(sweep_id) if a.trial_key == trial.key]
     for stale in previous:

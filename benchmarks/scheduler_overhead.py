@@ -1,0 +1,578 @@
+"""Scheduler overhead of `rigl sweep`'s machinery against Ray Tune, on the local cluster.
+
+Side by side in one run, on one Ray instance: a sweep of 16 trials of near-zero work and
+a sweep of 16 trials of 5 s of CPU work each, run through `rigl sweep`'s machinery
+(``orchestrator.sweep.expand`` -> ``executor.run_trials`` -> one Ray task per attempt,
+every attempt recorded by a real private MLflow server in a temporary $RIGL_HOME), and
+the same trials through Ray Tune (``Tuner`` with ``grid_search`` over the seed, default
+settings: one CPU per trial, no actor reuse; only the storage path is a temporary folder
+and the console reporter is silenced). A trial's work is a pure-Python busy loop of a
+fixed number of CPU seconds of its own thread (``time.thread_time``), so CPU taken from
+it by the machinery (the MLflow server, Tune's driver) shows up as overhead.
+
+Definitions (slots: CPUs of the cluster / CPUs per trial, 2 on a 2-core machine):
+
+- wall: from submission (``Ledger.create_sweep`` then ``run_trials``; ``Tuner(...)`` then
+  ``fit()``) until the driver holds every result. Starting Ray (both need it) and the
+  private MLflow server (``rigl sweep`` starts one per sweep, Tune none) is reported
+  apart; "efficiency incl. setup" adds the server's start to rigl's wall.
+- ideal: ceil(trials / slots) x work.
+- per-trial overhead: (done_i - slot_free_i) - work, where done_i is when the driver learnt
+  that trial i ended (``run_trials``' progress callback; Tune's ``on_trial_complete``) and
+  slot_free_i when its slot became free: the sweep's start for the first ``slots`` trials
+  to start working, else the done time of the trial that held the slot before it (slots
+  reconstructed by giving trials, in order of their work's start, the earliest-freed
+  slot). Per slot these sum to (last done - start) - its work, so every second of the
+  wall that is not work is some trial's overhead. It is the sum of the start latency
+  (work start - slot_free: placement, worker start and imports, ledger calls before the
+  work), the work's stretch (its wall time - its CPU time: the CPU others took from it)
+  and the end latency (done - work end: summary, closing the attempt, the driver's poll).
+- efficiency: sum of work / (slots x wall).
+
+Ray's task workers start cold (they import the orchestrator, mlflow, hydra and torch on
+their first attempt), as on the fresh cluster of every ``rigl sweep``; Ray Tune's trials
+run in new actor processes. "first work start" shows what that costs each sweep. On a
+machine shared with other work every overhead grows: the background load is measured
+before the sweeps, and "CPU, other processes" (the machine's busy CPU minus what this
+benchmark's processes used, sampled every 0.2 s) flags a sweep that was disturbed.
+
+Targets on a 2-core machine: median per-trial overhead <= 1.0 s and below Ray Tune's in
+the same run (both workloads); efficiency >= 0.85 for the 5 s trials.
+
+    python benchmarks/scheduler_overhead.py [--trials 16] [--work 5.0] [--tiny 0.0]
+        [--skip-tune] [--skip-tiny] [--skip-work] [--address ADDR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import heapq
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TARGET_OVERHEAD_S = 1.0
+TARGET_EFFICIENCY = 0.85
+STUDY = "scheduler_overhead"
+
+
+# --- the work a trial does ----------------------------------------------------------------
+# benchmarks/ is no package the workers could import: run as a script, this module is
+# __main__, whose functions Ray's cloudpickle sends to the workers by value.
+
+
+def burn(seconds: float) -> int:
+    """Spin for ``seconds`` of this thread's CPU time; the loop count (deterministic work)."""
+    start = time.thread_time()
+    count = 0
+    while time.thread_time() - start < seconds:
+        for _ in range(2000):
+            count += 1
+    return count
+
+
+@dataclass(frozen=True)
+class WorkResult:
+    """What ``executor._attempt`` reads from ``trainers.loop.TrialResult``."""
+
+    final_accuracy: float
+    resumed_from_step: int | None = None
+
+
+def rigl_work(
+    config: Any, tracker: Any, workdir: Path, progress: Any = None, *, seconds: float = 0.0
+) -> WorkResult:
+    """``trainers.loop.run_trial``'s signature: ``seconds`` of CPU, then what a trial logs
+    (its params, a metric point, one progress report and a summary with the timings)."""
+    tracker.log_params({"bench": {"work_seconds": seconds}})
+    start = time.time()
+    burn(seconds)
+    end = time.time()
+    if progress is not None:
+        progress(1, 1, {"eval_accuracy": 1.0, "eval_loss": 0.0})
+    tracker.log_metrics({"train_loss": 0.0, "eval_accuracy": 1.0}, step=1)
+    tracker.log_summary({"final_accuracy": 1.0, "work_start": start, "work_end": end})
+    return WorkResult(final_accuracy=1.0)
+
+
+def tune_work(config: dict[str, Any]) -> None:
+    """The same work as a Ray Tune function trainable, reporting its timings once."""
+    from ray import tune
+
+    start = time.time()
+    burn(config["seconds"])
+    end = time.time()
+    tune.report({"final_accuracy": 1.0, "work_start": start, "work_end": end})
+
+
+# --- measurements -------------------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    """One trial: when its work started and ended, and when the driver learnt it ended."""
+
+    work_start: float
+    work_end: float
+    done: float
+
+
+@dataclass
+class SweepResult:
+    name: str
+    work: float
+    slots: int
+    start: float
+    end: float
+    timings: list[Timing]
+    failed: int = 0
+    notes: list[str] = field(default_factory=list)
+    setup: float = 0.0
+    """Seconds of per-sweep setup outside the wall that only this scheduler needs (rigl:
+    starting the private MLflow server, which `rigl sweep` does for every sweep)."""
+    busy: float = math.nan
+    """CPU seconds the whole machine spent busy during the sweep (every process)."""
+    own: float = math.nan
+    """CPU seconds this benchmark's processes (driver, Ray, MLflow, workers) used then."""
+
+    @property
+    def wall(self) -> float:
+        return self.end - self.start
+
+    @property
+    def ideal(self) -> float:
+        return math.ceil(len(self.timings) / self.slots) * self.work if self.timings else 0.0
+
+    @property
+    def efficiency(self) -> float:
+        return len(self.timings) * self.work / (self.slots * self.wall)
+
+    def per_trial(self) -> list[tuple[float, float, float]]:
+        """(overhead, start latency, end latency) of each trial, as the docstring defines."""
+        free = [self.start] * self.slots
+        heapq.heapify(free)
+        rows = []
+        for t in sorted(self.timings, key=lambda t: t.work_start):
+            slot_free = heapq.heappop(free)
+            rows.append(
+                (t.done - slot_free - self.work, t.work_start - slot_free, t.done - t.work_end)
+            )
+            heapq.heappush(free, t.done)
+        return rows
+
+
+def cpu_busy() -> float:
+    """CPU seconds this machine has spent busy since boot, every core and process
+    (/proc/stat; NaN where there is none)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return math.nan
+    ticks = [int(f) for f in fields[:8]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent pid, start time, CPU ticks of its own) of every process (/proc)."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                ticks = int(fields[11]) + int(fields[12])
+                stats[int(entry.name)] = (int(fields[1]), int(fields[19]), ticks)
+    return stats
+
+
+class CpuMeter:
+    """CPU seconds spent during a span by the whole machine (``busy``) and by this
+    benchmark's processes (``own``: this process and its descendants, which are Ray's
+    processes, the workers, Tune's actors and the MLflow server). Processes are sampled
+    every ``every`` seconds so that those that come and go count too (what one spends in
+    its last ``every`` seconds is missed); NaN where /proc is missing."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        self.every = every
+        self.busy = self.own = math.nan
+        self._first: dict[tuple[int, int], int] = {}
+        self._last: dict[tuple[int, int], int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self, initial: bool = False) -> None:
+        stats = _proc_cpu()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in stats.items():
+            children.setdefault(ppid, []).append(pid)
+        todo = [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            if pid in stats:
+                _, started, ticks = stats[pid]
+                self._first.setdefault((pid, started), ticks if initial else 0)
+                self._last[(pid, started)] = ticks
+            todo += children.get(pid, [])
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def __enter__(self) -> CpuMeter:
+        self._busy = cpu_busy()
+        if Path("/proc/self/stat").exists():
+            self._sample(initial=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.busy = cpu_busy() - self._busy
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join()
+            self._sample()
+            ticks = sum(self._last[k] - self._first[k] for k in self._last)
+            self.own = ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+class _Progress:
+    """A status line at most every ``every`` seconds, and when the sweep ends."""
+
+    def __init__(self, label: str, total: int, every: float = 5.0) -> None:
+        self.label, self.total, self.every = label, total, every
+        self.start = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, done: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= self.every:
+            self.last = now
+            print(
+                f"  [{self.label}] {now - self.start:6.1f} s: {done}/{self.total} trials done",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- the two schedulers -------------------------------------------------------------------
+
+
+def run_rigl(trials: list, uri: str, work: float, slots: int, work_root: Path) -> SweepResult:
+    """One sweep through ``rigl sweep``'s machinery (what ``cli._run_sweep`` does)."""
+    from orchestrator import executor
+    from orchestrator.ledger import Ledger, new_sweep_id
+
+    label = f"rigl {work:g} s"
+    progress = _Progress(label, len(trials))
+    done_at: dict[str, float] = {}
+
+    def on_progress(outcomes: dict, _progress: Any, _pending: int) -> None:
+        now = time.time()
+        for key in outcomes:
+            done_at.setdefault(key, now)
+        progress(len(outcomes))
+
+    git_sha = executor.git_sha()
+    ledger = Ledger(uri)
+    sweep_id = new_sweep_id()
+    with CpuMeter() as cpu:
+        start = time.time()
+        ledger.create_sweep(STUDY, sweep_id, [f"bench.work={work:g}"], trials)
+        outcomes = executor.run_trials(
+            trials,
+            ledger=ledger,
+            sweep_id=sweep_id,
+            git_sha=git_sha,
+            work_root=work_root,
+            on_progress=on_progress,
+            train_fn=functools.partial(rigl_work, seconds=work),
+        )
+        end = time.time()
+    progress(len(outcomes), force=True)
+    ledger.end_sweep(sweep_id, "FINISHED")
+
+    result = SweepResult(label, work, slots, start, end, [], busy=cpu.busy, own=cpu.own)
+    for outcome in outcomes.values():
+        if outcome.status != "FINISHED":
+            result.failed += 1
+            result.notes.append(f"trial {outcome.trial.key} {outcome.status}: {outcome.error}")
+    attempts = ledger.attempts(sweep_id)
+    for attempt in attempts:
+        if attempt.status != "FINISHED" or attempt.trial_key not in done_at:
+            continue
+        metrics = ledger.client.get_run(attempt.run_id).data.metrics
+        result.timings.append(
+            Timing(metrics["work_start"], metrics["work_end"], done_at[attempt.trial_key])
+        )
+    if len(attempts) != len(trials):
+        result.notes.append(f"{len(attempts)} attempts recorded for {len(trials)} trials")
+    return result
+
+
+def run_tune(n: int, work: float, slots: int, storage: Path) -> SweepResult:
+    """The same trials through Ray Tune, on the Ray instance already running."""
+    from ray import tune
+
+    label = f"tune {work:g} s"
+    progress = _Progress(label, n)
+    timings: list[Timing] = []
+    errors: list[str] = []
+
+    class Done(tune.Callback):
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any):
+            now = time.time()
+            last = trial.last_result or {}
+            if "work_start" in last:
+                timings.append(Timing(last["work_start"], last["work_end"], now))
+            else:
+                errors.append(f"trial {trial.trial_id} reported no timings")
+            progress(len(timings))
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any):
+            errors.append(f"trial {trial.trial_id} errored")
+
+    with CpuMeter() as cpu:
+        start = time.time()
+        tuner = tune.Tuner(
+            tune_work,
+            param_space={"seed": tune.grid_search(list(range(n))), "seconds": work},
+            tune_config=tune.TuneConfig(),
+            run_config=tune.RunConfig(
+                name=f"tune-{work:g}s",
+                storage_path=str(storage),
+                callbacks=[Done()],
+                verbose=0,
+            ),
+        )
+        grid = tuner.fit()
+        end = time.time()
+    progress(len(timings), force=True)
+    for error in grid.errors:
+        errors.append(f"{type(error).__name__}: {str(error).splitlines()[0]}")
+    return SweepResult(
+        label,
+        work,
+        slots,
+        start,
+        end,
+        timings,
+        failed=n - len(timings),
+        notes=errors,
+        busy=cpu.busy,
+        own=cpu.own,
+    )
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def _table(results: list[SweepResult]) -> str:
+    rows: list[tuple[str, ...]] = [("", *(r.name for r in results))]
+
+    def add(label: str, values: list[float], fmt: str = "{:.2f}") -> None:
+        rows.append((label, *("-" if math.isnan(v) else fmt.format(v) for v in values)))
+
+    per = [r.per_trial() for r in results]
+    rows.append(
+        ("trials done", *(f"{len(r.timings)}/{len(r.timings) + r.failed}" for r in results))
+    )
+    add("wall (s)", [r.wall for r in results])
+    add("ideal (s)", [r.ideal for r in results])
+    add("wall - ideal (s)", [r.wall - r.ideal for r in results])
+    add(
+        "overhead median (s)",
+        [statistics.median(o for o, _, _ in p) if p else math.nan for p in per],
+    )
+    add("overhead p90 (s)", [_quantile([o for o, _, _ in p], 0.9) for p in per])
+    add("overhead max (s)", [max((o for o, _, _ in p), default=math.nan) for p in per])
+    add("start latency median (s)", [_quantile([s for _, s, _ in p], 0.5) for p in per])
+    add("end latency median (s)", [_quantile([e for _, _, e in p], 0.5) for p in per])
+    add(
+        "work stretch median (s)",
+        [_quantile([t.work_end - t.work_start - r.work for t in r.timings], 0.5) for r in results],
+        "{:.3f}",
+    )
+    add(
+        "first work start (s)",
+        [min((t.work_start for t in r.timings), default=math.nan) - r.start for r in results],
+    )
+    add("CPU, this benchmark (cores)", [r.own / r.wall for r in results])
+    add("CPU, other processes (cores)", [(r.busy - r.own) / r.wall for r in results])
+    add("efficiency", [r.efficiency if r.work > 0 else math.nan for r in results], "{:.3f}")
+    add(
+        "efficiency incl. setup",
+        [r.efficiency * r.wall / (r.wall + r.setup) if r.work > 0 else math.nan for r in results],
+        "{:.3f}",
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    )
+
+
+def _targets(pairs: list[tuple[SweepResult, SweepResult | None]]) -> list[tuple[str, bool]]:
+    checks = []
+    for ours, tune_ in pairs:
+        if not ours.timings:
+            checks.append((f"{ours.name}: no trial finished", False))
+            continue
+        median = statistics.median(o for o, _, _ in ours.per_trial())
+        checks.append(
+            (
+                f"{ours.name}: median overhead {median:.2f} s <= {TARGET_OVERHEAD_S:g} s",
+                median <= TARGET_OVERHEAD_S,
+            )
+        )
+        if tune_ is not None and tune_.timings:
+            theirs = statistics.median(o for o, _, _ in tune_.per_trial())
+            checks.append(
+                (
+                    f"{ours.name}: median overhead {median:.2f} s < Ray Tune's {theirs:.2f} s",
+                    median < theirs,
+                )
+            )
+        if ours.work >= 1.0:
+            checks.append(
+                (
+                    f"{ours.name}: efficiency {ours.efficiency:.3f} >= {TARGET_EFFICIENCY:g}",
+                    ours.efficiency >= TARGET_EFFICIENCY,
+                )
+            )
+    return checks
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def _background_load(seconds: float = 3.0) -> float:
+    """Cores busy on average over ``seconds`` while nothing of the benchmark runs."""
+    busy = cpu_busy()
+    time.sleep(seconds)
+    return (cpu_busy() - busy) / seconds
+
+
+@contextlib.contextmanager
+def _private_home() -> Iterator[Path]:
+    """A temporary $RIGL_HOME (so the private MLflow store is thrown away afterwards)."""
+    saved = {k: os.environ.get(k) for k in ("RIGL_HOME", "MLFLOW_TRACKING_URI")}
+    home = Path(tempfile.mkdtemp(prefix="rigl-bench-"))
+    os.environ["RIGL_HOME"] = str(home)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # always the private server
+    try:
+        yield home
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=16, help="trials per sweep (16)")
+    parser.add_argument("--work", type=float, default=5.0, help="CPU s per trial (5.0)")
+    parser.add_argument("--tiny", type=float, default=0.0, help="near-zero work, CPU s (0.0)")
+    parser.add_argument("--skip-tune", action="store_true", help="only rigl's machinery")
+    parser.add_argument("--skip-tiny", action="store_true", help="only the --work sweeps")
+    parser.add_argument("--skip-work", action="store_true", help="only the --tiny sweeps")
+    parser.add_argument("--address", default=None, help="Ray cluster (default: embedded)")
+    args = parser.parse_args()
+    workloads = [
+        w for w, skip in ((args.tiny, args.skip_tiny), (args.work, args.skip_work)) if not skip
+    ]
+
+    from orchestrator import executor
+    from orchestrator.ledger import tracking_server
+    from orchestrator.sweep import expand
+
+    t = time.perf_counter()
+    trials = expand([f"seed=range(0,{args.trials})", "method=static", "train.steps=1"])
+    _log(f"expanded {len(trials)} trials in {time.perf_counter() - t:.1f} s")
+
+    with _private_home() as home:
+        t = time.perf_counter()
+        executor.connect(args.address)
+        import ray
+
+        cpus = ray.cluster_resources().get("CPU", 0)
+        slots = int(cpus // trials[0].config.resources.cpus)
+        setup = {"ray start": time.perf_counter() - t}
+        _log(f"Ray: {cpus:g} CPUs, {slots} slots of {trials[0].config.resources.cpus:g} CPU")
+        try:
+            t = time.perf_counter()
+            with tracking_server() as uri:
+                setup["MLflow server start"] = time.perf_counter() - t
+                _log(f"MLflow server {uri} up in {setup['MLflow server start']:.1f} s")
+                background = _background_load()
+                _log(f"background load (Ray and MLflow idle): {background:.2f} cores busy")
+                if background > 0.25:
+                    _log(
+                        "  warning: something else keeps this machine busy; overheads will be high"
+                    )
+                results: list[SweepResult] = []
+                pairs: list[tuple[SweepResult, SweepResult | None]] = []
+                for work in workloads:
+                    _log(f"sweep: {len(trials)} trials of {work:g} s through rigl's machinery")
+                    ours = run_rigl(trials, uri, work, slots, home / "work")
+                    ours.setup = setup["MLflow server start"]
+                    results.append(ours)
+                    theirs = None
+                    if not args.skip_tune:
+                        _log(f"sweep: {len(trials)} trials of {work:g} s through Ray Tune")
+                        theirs = run_tune(len(trials), work, slots, home / "tune")
+                        results.append(theirs)
+                    pairs.append((ours, theirs))
+        finally:
+            executor.shutdown()
+
+    print(f"\n{len(trials)} trials per sweep, {slots} slots ({cpus:g} CPUs, 1 CPU per trial)")
+    print("setup, not in the walls: " + ", ".join(f"{k} {v:.1f} s" for k, v in setup.items()))
+    print(f"background load before the sweeps: {background:.2f} cores busy")
+    print()
+    print(_table(results))
+    for r in results:
+        for note in r.notes:
+            print(f"note ({r.name}): {note}")
+    shared = [r.name for r in results if (r.busy - r.own) / r.wall > 0.25]
+    if shared:
+        print(
+            f"warning: other processes kept this machine busy during {', '.join(shared)} "
+            "(CPU, other processes): those figures overstate the overhead"
+        )
+    print()
+    checks = _targets(pairs)
+    for text, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    failed = any(r.failed for r in results)
+    return 1 if failed or not all(ok for _, ok in checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
