@@ -324,7 +324,7 @@ def test_ui_serves_the_store_on_loopback(tmp_path):
                 time.sleep(0.5)
         listening = Path("/proc/net/tcp").read_text().splitlines()[1:]
         local = [line.split()[1] for line in listening if line.split()[3] == "0A"]
-        assert f"0100007F:{port:04X}" in local  # 127.0.0.1, not 0.0.0.0
+        assert f"0100007F:{port:04X}" in local  # loopback only, never every interface
         assert f"00000000:{port:04X}" not in local
     finally:
         os.killpg(proc.pid, 15)
