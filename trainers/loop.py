@@ -74,7 +74,6 @@ class _Counters:
     best_accuracy: float = 0.0
     last_eval_loss: float = math.nan
     wall_time_s: float = 0.0
-    snapshots_taken: list[int] = field(default_factory=list)
     flop_curve: list[list[float]] = field(default_factory=list)  # [step, flops, accuracy]
 
 
@@ -397,7 +396,6 @@ def _snapshot(trial: _Trial, tracker: Tracker, tag: str) -> None:
         return
     path = save_masks(trial.workdir / "masks" / f"{tag}.npz", trial.updater.masks)
     tracker.log_artifact(path, "masks")
-    trial.counters.snapshots_taken.append(trial.counters.step)
 
 
 def _checkpoint(trial: _Trial, tracker: Tracker) -> None:
