@@ -4,8 +4,8 @@ One iteration is one of:
 * an update that replaces a step (RigL's reference timing, SNIP's first batch): forward
   and backward on a batch, the updater changes the masks from the dense gradient, no
   optimizer step; t and the learning rate stay where they are;
-* an optimizer step t (masked gradients, so inactive weights, their gradients and their
-  optimizer state stay exactly zero), followed by the updater's update when it wants one
+* an optimizer step t (the optimizer holds the masks and leaves inactive weights exactly
+  zero; trainers/optim.py), followed by the updater's update when it wants one
   (SET, SNFS, gradual pruning, RigL with ``step_on_update``); then t advances.
 
 Resuming from ``workdir/checkpoint.pt`` continues bit-identically on the same device.
@@ -32,6 +32,7 @@ from trainers.config import OptimConfig, TrialConfig
 from trainers.data import build_data
 from trainers.masks_io import save_masks
 from trainers.models import layer_geometry
+from trainers.optim import build_optimizer
 from trainers.sparsity import (
     FlopReport,
     Updater,
@@ -118,18 +119,6 @@ def learning_rate(o: OptimConfig, step: int, total_steps: int) -> float:
     return o.lr
 
 
-def build_optimizer(o: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
-    if o.name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-    return torch.optim.SGD(
-        model.parameters(),
-        lr=o.lr,
-        momentum=o.momentum,
-        nesterov=o.nesterov and o.momentum > 0,
-        weight_decay=o.weight_decay,
-    )
-
-
 class _Trial:
     """The objects of one trial, built once from its config."""
 
@@ -163,6 +152,8 @@ class _Trial:
             prune_every=m.prune_every,
         )
         self.optimizer = build_optimizer(cfg.optim, self.model)
+        if self.updater is not None:
+            self.optimizer.keep_masked(self.updater.param_masks())
         self.stream = self.data.train_stream(cfg.train.batch_size, cfg.seed)
         self.layers = layer_geometry(self.model, self.data.input_shape, text=self.text)
         self.f_dense = inference_flops(
@@ -308,8 +299,8 @@ def _train(trial: _Trial, tracker: Tracker, progress: ProgressFn | None, started
                 grads = {n: g.clone() for n, g in _dense_grads(trial, step).items()}
                 if cfg.method.name == "rigl":
                     iteration_flops = 2 * f_sparse + f_dense
-            updater.mask_gradients()
         if cfg.optim.grad_clip:
+            optimizer.mask_gradients()  # the norm is over active weights only
             nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         lr = learning_rate(cfg.optim, step, total)
         for group in optimizer.param_groups:

@@ -21,10 +21,12 @@ from trainers.sparsity import (
     pruning_sparsity,
     pruning_train_flops_per_sample,
     random_masks,
+    reset_optimizer_state,
     small_dense_width,
     train_flops_per_sample,
     uniform,
 )
+from trainers.sparsity.masks import select, select_indices
 from trainers.sparsity.updaters import Rigl, Set, Snfs, Snip, drop_and_grow
 
 LENET = {"fc1.weight": (300, 784), "fc2.weight": (100, 300), "fc3.weight": (10, 100)}
@@ -175,6 +177,42 @@ def test_set_growth_is_seeded():
     assert torch.equal(first.masks["w"], second.masks["w"])
 
 
+@pytest.mark.parametrize("n", [7, 100, 5000])
+@pytest.mark.parametrize("k_fraction", [0.01, 0.2, 0.26, 0.7, 1.0])
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("levels", [None, 4], ids=["distinct", "ties"])
+def test_select_against_a_full_sort(n, k_fraction, largest, levels):
+    """Both selection paths (partial top-k, kthvalue) against a sort of the whole tensor."""
+    gen = torch.Generator().manual_seed(n)
+    scores = torch.randn(n, generator=gen)
+    if levels:
+        scores = torch.randint(0, levels, (n,), generator=gen).float()
+    k = max(1, round(k_fraction * n))
+    picked = select_indices(scores, k, largest=largest, generator=torch.Generator().manual_seed(3))
+    assert picked.numel() == k == picked.unique().numel()
+    ordered = scores.sort(descending=largest).values
+    kth = ordered[k - 1]
+    beyond = (scores > kth) if largest else (scores < kth)
+    chosen = torch.zeros(n, dtype=torch.bool)
+    chosen[picked] = True
+    assert torch.equal(chosen & beyond, beyond)  # everything strictly better is taken
+    assert (scores[chosen & ~beyond] == kth).all()  # the rest tie with the k-th value
+    again = select_indices(scores, k, largest=largest, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(picked.sort().values, again.sort().values)
+    # Ties at the k-th value: lowest index first without a generator, seeded otherwise.
+    tied = (scores == kth).nonzero().view(-1)
+    if levels and k < n and tied.numel() > k - int(beyond.sum()) > 0:
+        unseeded = select(scores, k, largest=largest, generator=None)
+        assert torch.equal(
+            unseeded & ~beyond, torch.isin(torch.arange(n), tied[: k - int(beyond.sum())])
+        )
+        other = select_indices(
+            scores, k, largest=largest, generator=torch.Generator().manual_seed(4)
+        )
+        if math.comb(tied.numel(), k - int(beyond.sum())) > 10**6:  # seeds would collide
+            assert not torch.equal(picked.sort().values, other.sort().values)
+
+
 SHAPES = [(8,), (17, 23), (6, 3, 3, 3), (32, 16, 1, 1)]
 
 
@@ -218,8 +256,15 @@ def test_updates_keep_counts_and_masked_weights_zero(method, sparsity):
         updater.observe(grads)
         updater.update(step, grads)
         for name, w in weights.items():
-            assert int(updater.masks[name].sum()) == counts[name]
-            assert not w[~updater.masks[name]].any()
+            mask = updater.masks[name]
+            assert int(mask.sum()) == counts[name]
+            assert not w[~mask].any()
+            # What the update keeps incrementally equals a recount from the masks.
+            assert torch.equal(updater.mask_values[name], mask.float())
+            assert not (mask & ~updater.ever_active[name]).any()
+        ever = sum(int(m.sum()) for m in updater.ever_active.values())
+        assert updater.itop_rate() == ever / sum(w.numel() for w in weights.values())
+        assert updater.sparsities() == {n: 1 - counts[n] / w.numel() for n, w in weights.items()}
     assert updater.itop_rate() > 1 - sparsity
 
 
@@ -251,6 +296,23 @@ def test_new_connections_get_zero_weight_and_optimizer_state(make_opt):
         for kept in (0, 1, 2):  # kept and regrown (1) keep their state
             assert value[kept] == state_before[key][kept]
     assert weight[4] == 0 and weight[1] == kept_before[1] != 0
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_optimizer_state_reset_by_indices_equals_reset_by_mask(layout):
+    positions = torch.tensor([0, 5, 11])  # flat, row-major indices
+    mask = torch.zeros(12, dtype=torch.bool)
+    mask[positions] = True
+    param = torch.nn.Parameter(torch.randn(3, 4))
+    opt = torch.optim.SGD([param], lr=0.1, momentum=0.9)
+    param.grad = torch.randn(3, 4)
+    opt.step()
+    if layout == "transposed":  # same values, not contiguous
+        buf = opt.state[param]["momentum_buffer"]
+        opt.state[param]["momentum_buffer"] = buf.t().contiguous().t()
+    expected = opt.state[param]["momentum_buffer"].masked_fill(mask.view(3, 4), 0)
+    assert reset_optimizer_state(opt, param, positions) == 1
+    assert torch.equal(opt.state[param]["momentum_buffer"], expected)
 
 
 # -- timing (SPEC §5) ------------------------------------------------------------------

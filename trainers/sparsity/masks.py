@@ -66,25 +66,45 @@ def select(
 ) -> torch.Tensor:
     """Flat bool mask of the k largest (or smallest) entries of a flat tensor.
 
+    See ``select_indices`` for the selection and its tie-breaking.
+    """
+    chosen = torch.zeros_like(scores, dtype=torch.bool)
+    chosen[select_indices(scores, k, largest=largest, generator=generator)] = True
+    return chosen
+
+
+def select_indices(
+    scores: torch.Tensor, k: int, *, largest: bool, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Indices (int64, in no particular order) of the k largest (or smallest) entries.
+
     The k-th value is found with one selection (a partial top-k for small k, else
-    kthvalue; never a full sort); entries
-    strictly beyond it are taken, and the rest of the k come from the entries tied with
-    it: chosen by a seeded permutation of the tied set, or lowest index first without a
-    generator. Identical inputs and generator states give identical masks on every rank.
+    kthvalue; never a full sort); entries strictly beyond it are taken, and the rest of
+    the k come from the entries tied with it: chosen by a seeded permutation of the tied
+    set, or lowest index first without a generator. Identical inputs and generator
+    states give identical selections on every rank.
     """
     n = scores.numel()
     if k <= 0:
-        return torch.zeros_like(scores, dtype=torch.bool)
+        return torch.zeros(0, dtype=torch.long, device=scores.device)
     if k >= n:
-        return torch.ones_like(scores, dtype=torch.bool)
-    if k <= n // 4:  # a partial top-k is cheaper than a full selection for small k
-        top = torch.topk(scores, k, largest=largest, sorted=False).values
-        threshold = top.min() if largest else top.max()
+        return torch.arange(n, device=scores.device)
+    if k < n // 4:  # a partial top-k is cheaper than a full selection for small k
+        # Take one more than asked: when the (k+1)-th value is strictly worse than the
+        # k-th, nothing outside the top k ties with it and top-k's own indices are the
+        # answer, sparing several full passes over ``scores`` (the common case).
+        values, indices = torch.topk(scores, k + 1, largest=largest, sorted=False)
+        last_two, at = torch.topk(values, 2, largest=not largest)  # (k+1)-th, k-th
+        if last_two[0] != last_two[1]:
+            keep = torch.ones(k + 1, dtype=torch.bool, device=scores.device)
+            keep[at[0]] = False
+            return indices[keep]
+        threshold = last_two[1]
     else:
         threshold = torch.kthvalue(scores, n - k + 1 if largest else k).values
-    chosen = scores > threshold if largest else scores < threshold
-    missing = k - int(chosen.sum())
+    beyond = (scores > threshold if largest else scores < threshold).nonzero().view(-1)
     tied = (scores == threshold).nonzero().view(-1)
+    missing = k - beyond.numel()
     if missing < tied.numel():
         order = (
             torch.randperm(tied.numel(), generator=generator).to(tied.device)
@@ -92,8 +112,7 @@ def select(
             else torch.arange(tied.numel(), device=tied.device)
         )
         tied = tied[order[:missing]]
-    chosen[tied] = True
-    return chosen
+    return torch.cat([beyond, tied])
 
 
 def mask_checksum(masks: Mapping[str, torch.Tensor]) -> str:

@@ -11,6 +11,8 @@ def reset_optimizer_state(
 ) -> int:
     """Set every state tensor of ``param`` that has its shape to 0 at ``positions``.
 
+    ``positions``: a bool mask of ``param``'s shape, or flat int64 indices into it (an
+    update that changes few entries passes indices and touches only those).
     Covers SGD's momentum_buffer and Adam/AdamW's exp_avg, exp_avg_sq and
     max_exp_avg_sq, and any other optimizer that keeps per-weight state of the
     parameter's shape. Scalar state (Adam's step) is left alone. Returns how many state
@@ -18,7 +20,19 @@ def reset_optimizer_state(
     """
     reset = 0
     for value in optimizer.state.get(param, {}).values():
-        if isinstance(value, torch.Tensor) and value.shape == param.shape:
-            value.masked_fill_(positions, 0)
-            reset += 1
+        if not (isinstance(value, torch.Tensor) and value.shape == param.shape):
+            continue
+        if positions.dtype != torch.bool and value.is_contiguous():
+            value.view(-1).index_fill_(0, positions, 0)
+        else:
+            value.masked_fill_(_as_mask(positions, value), 0)
+        reset += 1
     return reset
+
+
+def _as_mask(positions: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if positions.dtype == torch.bool:
+        return positions
+    mask = torch.zeros(like.numel(), dtype=torch.bool, device=like.device)
+    mask[positions] = True
+    return mask.view(like.shape)

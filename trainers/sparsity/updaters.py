@@ -1,7 +1,8 @@
 """Topology updaters, one per method (SPEC §4, §5).
 
-``Updater`` owns the masks of a set of weight tensors, keeps masked weights at zero and
-tells the training loop when it acts:
+``Updater`` owns the masks of a set of weight tensors, zeroes the weights it deactivates
+(an optimizer given ``param_masks()`` keeps them there) and tells the training loop when
+it acts:
 
 * ``replaces_step(t)``: this iteration's batch goes to the updater (its gradient is the
   dense gradient G) and no optimizer step is taken; t does not advance. RigL's reference
@@ -28,7 +29,7 @@ from typing import ClassVar, final
 
 import torch
 
-from trainers.sparsity.masks import num_active, random_masks, select
+from trainers.sparsity.masks import num_active, random_masks, select, select_indices
 from trainers.sparsity.optim_state import reset_optimizer_state
 from trainers.sparsity.schedules import DropFraction, UpdateSchedule, pruning_sparsity
 
@@ -69,15 +70,34 @@ def drop_and_grow(
     just dropped may be grown again). kept ∩ grown = ∅ and |kept| + |grown| = |mask|.
     Ties in either choice are broken by ``generator``'s seeded order.
     """
-    # Only active entries can be dropped: select among them (a fraction 1 - s of the layer).
-    active = mask.nonzero().view(-1)
-    dropped = select(magnitudes[active].abs(), n_drop, largest=False, generator=generator)
     kept = mask.clone()
-    kept[active[dropped]] = False
-    grown = select(
-        grow_scores.masked_fill(kept, -math.inf), n_drop, largest=True, generator=generator
+    _, grown = _drop_and_grow(kept, magnitudes, grow_scores, n_drop, generator)
+    grown_mask = torch.zeros_like(mask)
+    grown_mask[grown] = True
+    return kept, grown_mask
+
+
+def _drop_and_grow(
+    mask: torch.Tensor,
+    magnitudes: torch.Tensor,
+    grow_scores: torch.Tensor,
+    n_drop: int,
+    generator: torch.Generator | None,
+    active: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``drop_and_grow`` in index space: turns ``mask`` into kept in place and returns
+    the flat indices (dropped, grown). Work beyond the two selections is O(n_drop)."""
+    if active is None:
+        active = mask.nonzero().view(-1)
+    # Only active entries can be dropped: select among them (a fraction 1 - s of the layer).
+    dropped = active[
+        select_indices(magnitudes[active].abs(), n_drop, largest=False, generator=generator)
+    ]
+    mask[dropped] = False
+    grown = select_indices(
+        grow_scores.masked_fill(mask, -math.inf), n_drop, largest=True, generator=generator
     )
-    return kept, grown
+    return dropped, grown
 
 
 class Updater(ABC):
@@ -97,6 +117,7 @@ class Updater(ABC):
         self.ever_active = {name: mask.clone() for name, mask in self.masks.items()}
         self.last_update_step = -1
         self.apply_masks()
+        self._count()
 
     # -- timing -------------------------------------------------------------------
     def replaces_step(self, step: int) -> bool:
@@ -116,12 +137,20 @@ class Updater(ABC):
 
     # -- keeping masked weights at zero ----------------------------------------------
     def _refresh_mask_values(self) -> None:
-        # Masks as 0/1 in the weight's dtype: multiplying by them is several times faster
-        # than by a bool tensor, and gradient masking runs on every training step.
-        self.mask_values = {
-            name: mask.to(self.weights[name].dtype) for name, mask in self.masks.items()
-        }
-        self._grad_pairs = [(self.weights[name], v) for name, v in self.mask_values.items()]
+        # Masks as 0/1 in the weight's dtype, for the optimizer to multiply its updates
+        # by (several times faster than a bool mask). Updated in place, so an optimizer
+        # holding them (``param_masks``) always sees the current masks.
+        if not hasattr(self, "mask_values"):
+            self.mask_values = {
+                name: mask.to(self.weights[name].dtype) for name, mask in self.masks.items()
+            }
+            return
+        for name, mask in self.masks.items():
+            self.mask_values[name].copy_(mask)
+
+    def param_masks(self) -> dict[torch.Tensor, torch.Tensor]:
+        """Weight tensor -> its mask as 0/1 values in the weight's dtype (kept current)."""
+        return {self.weights[name]: values for name, values in self.mask_values.items()}
 
     @torch.no_grad()
     def apply_masks(self) -> None:
@@ -129,28 +158,28 @@ class Updater(ABC):
         for name, weight in self.weights.items():
             weight.mul_(self.mask_values[name])
 
-    def mask_gradients(self) -> None:
-        # Runs on every training step: gradients need no autograd context, and a plain
-        # loop over precomputed pairs keeps the Python cost to one call per layer.
-        for weight, values in self._grad_pairs:
-            if weight.grad is not None:
-                weight.grad.mul_(values)
-
     # -- reporting ------------------------------------------------------------------
+    def _count(self) -> None:
+        # Active and ever-active counts, kept so that reporting needs no pass over masks.
+        self.active_counts = {name: int(mask.sum()) for name, mask in self.masks.items()}
+        self.ever_counts = {name: int(mask.sum()) for name, mask in self.ever_active.items()}
+
     def sparsities(self) -> dict[str, float]:
-        return {name: 1.0 - int(mask.sum()) / mask.numel() for name, mask in self.masks.items()}
+        return {
+            name: 1.0 - self.active_counts[name] / mask.numel() for name, mask in self.masks.items()
+        }
 
     def total_sparsity(self) -> float:
         total = sum(mask.numel() for mask in self.masks.values())
         if total == 0:
             return 0.0
-        return 1.0 - sum(int(mask.sum()) for mask in self.masks.values()) / total
+        return 1.0 - sum(self.active_counts.values()) / total
 
     def itop_rate(self) -> float:
         total = sum(mask.numel() for mask in self.ever_active.values())
         if total == 0:
             return 0.0
-        return sum(int(mask.sum()) for mask in self.ever_active.values()) / total
+        return sum(self.ever_counts.values()) / total
 
     # -- checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -169,11 +198,16 @@ class Updater(ABC):
         self.generator.set_state(state["generator"])
         self.last_update_step = int(state["last_update_step"])
         self.apply_masks()
+        self._count()
 
-    def _finish(self, stats: UpdateStats) -> UpdateStats:
-        self._refresh_mask_values()
-        for name, mask in self.masks.items():
-            self.ever_active[name] |= mask
+    def _finish(self, stats: UpdateStats, *, recount: bool = True) -> UpdateStats:
+        """Record the update; ``recount=False`` when the update kept mask values, ever-active
+        masks and counts current itself."""
+        if recount:
+            self._refresh_mask_values()
+            for name, mask in self.masks.items():
+                self.ever_active[name] |= mask
+            self._count()
         self.last_update_step = stats.step
         stats.itop = self.itop_rate()
         return stats
@@ -198,9 +232,9 @@ class DropAndGrow(Updater):
     changes. Growth chooses among every entry not kept, just-dropped ones included; a
     connection dropped and regrown in the same update keeps its weight and optimizer
     state, a new one starts at weight 0 with zeroed optimizer state. A connection dropped
-    for good also loses its optimizer state, so that with masked gradients an inactive
-    weight stays exactly zero under SGD (momentum, Nesterov, weight decay) and Adam(W)
-    without re-masking the weights after every step.
+    for good also loses its optimizer state, so that an inactive weight stays exactly zero
+    under any torch.optim optimizer fed masked gradients (momentum, Nesterov, weight
+    decay, Adam(W)) without re-masking the weights after every step.
     """
 
     def __init__(
@@ -234,30 +268,34 @@ class DropAndGrow(Updater):
         stats = UpdateStats(step=step, drop_fraction=fraction)
         total_active = total_new = 0
         for name, weight in self.weights.items():
-            mask = self.masks[name]
-            active = int(mask.sum())
-            n_drop = math.floor(active * fraction)
-            total_active += active
+            mask = self.masks[name].view(-1)
+            active = mask.nonzero().view(-1)
+            n_drop = math.floor(active.numel() * fraction)
+            total_active += active.numel()
+            stats.dropped[name] = stats.grown[name] = n_drop
+            stats.new[name] = 0
             if n_drop == 0:
-                stats.dropped[name] = stats.grown[name] = stats.new[name] = 0
                 continue
-            flat_mask = mask.view(-1)
-            grow = self.grow_scores(name, None if grads is None else grads[name])
-            kept, grown = drop_and_grow(
-                flat_mask, weight.detach().view(-1), grow.reshape(-1), n_drop, self.generator
-            )
-            new = (grown & ~flat_mask).view_as(mask)
-            changed = (flat_mask ^ (kept | grown)).view_as(mask)  # new or dropped for good
-            mask.copy_((kept | grown).view_as(mask))
-            weight.masked_fill_(~mask | new, 0)
+            grow = self.grow_scores(name, None if grads is None else grads[name]).reshape(-1)
+            flat = weight.detach().view(-1)
+            dropped, grown = _drop_and_grow(mask, flat, grow, n_drop, self.generator, active)
+            # Everything below touches only the 2·n_drop changed entries.
+            values = self.mask_values[name].view(-1)
+            new = grown[values[grown] == 0]  # grown and not active before the update
+            mask[grown] = True
+            gone = dropped[~mask[dropped]]  # dropped for good
+            changed = torch.cat([new, gone])
+            flat.index_fill_(0, changed, 0)
+            values.index_fill_(0, gone, 0).index_fill_(0, new, 1)
+            ever = self.ever_active[name].view(-1)
+            self.ever_counts[name] += int((~ever[new]).sum())
+            ever[new] = True
             if optimizer is not None:
                 reset_optimizer_state(optimizer, weight, changed)
-            n_new = int(new.sum())
-            stats.dropped[name] = stats.grown[name] = n_drop
-            stats.new[name] = n_new
-            total_new += n_new
+            stats.new[name] = new.numel()
+            total_new += new.numel()
         stats.churn = total_new / total_active if total_active else 0.0
-        return self._finish(stats)
+        return self._finish(stats, recount=False)
 
 
 @final

@@ -1,0 +1,139 @@
+"""Optimizers that leave masked weights exactly where they are (zero), without a pass
+over the gradients to mask them.
+
+Sparse training with dense storage has to stop the optimizer from moving inactive
+weights. Masking every gradient costs a full read-modify-write pass over each masked
+layer per step; on small models that pass alone is ~5% of a training step. ``SGD``
+instead folds the mask into the final parameter update it writes anyway
+(``w ← w - lr·(u ⊙ m)`` as one ``addcmul_``), and spends one pass fewer than
+``torch.optim.SGD``'s single-tensor path on the momentum buffer, so dense runs are faster
+too. Inactive entries of the momentum buffer may then hold values; they never reach a
+weight, and an updater zeroes them when it grows a connection there (SPEC §4).
+
+``AdamW`` and ``SGD`` on non-CPU devices (where ``torch.optim``'s multi-tensor kernels are
+the fast path) mask the gradients in one multi-tensor call and step as ``torch.optim``
+does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from trainers.config import OptimConfig
+
+
+class _KeepsMasked:
+    """Shared by both optimizers: the masks of the weights it must not move."""
+
+    masks: dict[torch.Tensor, torch.Tensor]
+
+    def keep_masked(self, masks: Mapping[torch.Tensor, torch.Tensor]) -> None:
+        """Weights -> 0/1 masks in the weight's dtype and shape.
+
+        The optimizer keeps references, so masks changed in place take effect at the
+        next step; inactive weights must already be zero.
+        """
+        self.masks = dict(masks)
+
+    @torch.no_grad()
+    def mask_gradients(self) -> None:
+        """Zero the gradients of inactive weights (before clipping, or a torch.optim step)."""
+        pairs = [(w.grad, m) for w, m in self.masks.items() if w.grad is not None]
+        if pairs:
+            grads, masks = zip(*pairs, strict=True)
+            torch._foreach_mul_(list(grads), list(masks))
+
+
+class SGD(_KeepsMasked, torch.optim.SGD):
+    """torch.optim.SGD (momentum, dampening, Nesterov, L2 weight decay) with masks.
+
+    The same arithmetic as ``torch.optim.SGD``, up to rounding: d = g + λw; the buffer
+    starts at d and then b ← μb + (1 - τ)d; the update is u = d + μb with Nesterov, else
+    b (u = d without momentum); w ← w - lr·u, or w ← w - lr·(u ⊙ m) for masked weights.
+    """
+
+    def __init__(self, params, **kwargs) -> None:
+        if kwargs.get("maximize") or kwargs.get("differentiable"):
+            raise ValueError("SGD: maximize and differentiable are not supported")
+        super().__init__(params, **kwargs)
+        self.masks = {}
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if any(p.device.type != "cpu" for p in group["params"]):
+                self.mask_gradients()
+                super().step()
+                continue
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._step_one(p, group)
+        return loss
+
+    def _step_one(self, p: torch.Tensor, group: dict) -> None:
+        g, lr, mu = p.grad, group["lr"], group["momentum"]
+        decay, damp = group["weight_decay"], group["dampening"]
+        if mu == 0:
+            update = g.add(p, alpha=decay) if decay else g
+        else:
+            state = self.state[p]
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = g.clone()
+                if decay:
+                    buf.add_(p, alpha=decay)
+                state["momentum_buffer"] = buf
+            else:
+                if damp:
+                    buf.mul_(mu).add_(g, alpha=1 - damp)
+                else:
+                    torch.add(g, buf, alpha=mu, out=buf)  # μb + g in one pass
+                if decay:
+                    buf.add_(p, alpha=decay * (1 - damp))
+            update = buf
+            if group["nesterov"]:
+                update = torch.add(g, buf, alpha=mu)
+                if decay:
+                    update.add_(p, alpha=decay)
+        mask = self.masks.get(p)
+        if mask is None:
+            p.add_(update, alpha=-lr)
+        else:
+            p.addcmul_(update, mask, value=-lr)
+
+
+class AdamW(_KeepsMasked, torch.optim.AdamW):
+    """torch.optim.AdamW; gradients of inactive weights are zeroed before each step."""
+
+    def __init__(self, params, **kwargs) -> None:
+        super().__init__(params, **kwargs)
+        self.masks = {}
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.mask_gradients()
+        super().step()
+        return loss
+
+
+def build_optimizer(o: OptimConfig, model: nn.Module) -> SGD | AdamW:
+    if o.name == "adamw":
+        return AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    return SGD(
+        model.parameters(),
+        lr=o.lr,
+        momentum=o.momentum,
+        nesterov=o.nesterov and o.momentum > 0,
+        weight_decay=o.weight_decay,
+    )
