@@ -9,7 +9,8 @@ final evaluation. Methods run in interleaved rounds and each reports its fastest
 (the one least disturbed by other work on the machine).
 Target on a 2-core CPU: rigl / dense <= 1.05 for both models.
 
-    python benchmarks/step_overhead.py [--rounds 3] [--device cpu|cuda] [--wrn-batch 32]
+    python benchmarks/step_overhead.py [--rounds 3] [--models lenet,wrn] [--device cpu|cuda]
+        [--wrn-batch 32]
 """
 
 from __future__ import annotations
@@ -66,28 +67,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", default="lenet,wrn", help="comma-separated: lenet, wrn")
     parser.add_argument("--lenet-steps", type=int, default=3000)
     parser.add_argument("--wrn-steps", type=int, default=400)
     parser.add_argument("--wrn-batch", type=int, default=16)
     args = parser.parse_args()
+    models = args.models.split(",")
+    for model in models:
+        if model not in ("lenet", "wrn"):
+            parser.error(f"--models: {model!r} is not one of lenet, wrn")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        cifar = _fake_cifar(tmp_path / "cifar")
         setups = {
-            "lenet300_100 / mnist5k (batch 100)": [
-                "model=lenet300_100",
-                f"train.steps={args.lenet_steps}",
-                f"train.eval_every={args.lenet_steps}",
-                "train.batch_size=100",
-            ],
-            f"wrn22_2 / CIFAR-shaped random (batch {args.wrn_batch})": [
-                "model=wrn22_2",
-                f"data.root={cifar}",
-                f"train.steps={args.wrn_steps}",
-                f"train.eval_every={args.wrn_steps}",
-                f"train.batch_size={args.wrn_batch}",
-            ],
+            "lenet": (
+                "lenet300_100 / mnist5k (batch 100)",
+                [
+                    "model=lenet300_100",
+                    f"train.steps={args.lenet_steps}",
+                    f"train.eval_every={args.lenet_steps}",
+                    "train.batch_size=100",
+                ],
+            ),
+            "wrn": (
+                f"wrn22_2 / CIFAR-shaped random (batch {args.wrn_batch})",
+                [
+                    "model=wrn22_2",
+                    f"data.root={_fake_cifar(tmp_path / 'cifar')}",
+                    f"train.steps={args.wrn_steps}",
+                    f"train.eval_every={args.wrn_steps}",
+                    f"train.batch_size={args.wrn_batch}",
+                ],
+            ),
         }
         common = [
             "sparsity=0.9",
@@ -98,11 +109,12 @@ def main() -> None:
             f"train.device={args.device}",
         ]
         print(f"device {args.device}; {args.rounds} interleaved rounds; fastest round per method")
-        for label, overrides in setups.items():
+        for model in models:
+            label, overrides = setups[model]
             times: dict[str, list[float]] = {m: [] for m in METHODS}
             for r in range(args.rounds):
                 for method in METHODS:
-                    workdir = tmp_path / f"{label[:6]}-{method}-{r}"
+                    workdir = tmp_path / f"{model}-{method}-{r}"
                     times[method].append(
                         _seconds_per_step([*overrides, *common, f"method={method}"], workdir)
                     )
