@@ -247,11 +247,17 @@ def _loss(trial: _Trial, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, label_smoothing=cfg.optim.label_smoothing)
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    # Min and max in one pass: NaN propagates to both and ±inf shows in one; several
+    # times faster than isfinite().all() on CPU, and it runs at every topology update.
+    return bool(torch.isfinite(torch.stack(torch.aminmax(t))).all())
+
+
 def _dense_grads(trial: _Trial, step: int) -> dict[str, torch.Tensor]:
     """G = ∂L/∂(W⊙M) of each masked layer (inactive weights are exactly 0 in W)."""
     grads = {}
     for name, w in trial.weights.items():
-        if w.grad is None or not torch.isfinite(w.grad).all():
+        if w.grad is None or not _all_finite(w.grad):
             raise DivergenceError(
                 f"non-finite gradient of {name} at step {step}: the topology update was not run"
             )

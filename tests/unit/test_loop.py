@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from orchestrator.cli import main
 from orchestrator.compose import compose_trial
-from trainers.loop import DivergenceError, learning_rate, run_trial
+from trainers.loop import DivergenceError, _dense_grads, learning_rate, run_trial
 from trainers.masks_io import load_masks
 from trainers.tracking import MemoryTracker
 
@@ -168,6 +169,17 @@ def test_resumed_run_is_bit_identical_to_uninterrupted(tmp_path, method):
 def test_divergence_stops_with_the_step(tmp_path):
     with pytest.raises(DivergenceError, match=r"at step \d+"):
         _run(tmp_path, "method=rigl", "optim.lr=1e12", "optim.momentum=0.0")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_no_topology_update_on_a_non_finite_gradient(bad):
+    weight = torch.nn.Parameter(torch.zeros(3, 4))
+    weight.grad = torch.ones(3, 4)
+    trial = SimpleNamespace(weights={"fc.weight": weight})
+    assert torch.equal(_dense_grads(trial, 7)["fc.weight"], weight.grad)
+    weight.grad[1, 2] = bad
+    with pytest.raises(DivergenceError, match="non-finite gradient of fc.weight at step 7"):
+        _dense_grads(trial, 7)
 
 
 def test_learning_rate_schedules():

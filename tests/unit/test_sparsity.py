@@ -182,7 +182,7 @@ def test_set_growth_is_seeded():
 @pytest.mark.parametrize("largest", [True, False])
 @pytest.mark.parametrize("levels", [None, 4], ids=["distinct", "ties"])
 def test_select_against_a_full_sort(n, k_fraction, largest, levels):
-    """Both selection paths (partial top-k, kthvalue) against a sort of the whole tensor."""
+    """Both selection paths (a unique top k, ties at the k-th value) against a full sort."""
     gen = torch.Generator().manual_seed(n)
     scores = torch.randn(n, generator=gen)
     if levels:

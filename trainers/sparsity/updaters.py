@@ -337,7 +337,8 @@ class Snfs(DropAndGrow):
     @torch.no_grad()
     def observe(self, grads: Tensors) -> None:
         for name, average in self.averages.items():
-            average.mul_(self.momentum).add_(grads[name], alpha=1 - self.momentum)
+            # m + (1 - β)(G - m) = β m + (1 - β) G, in one pass instead of two
+            average.lerp_(grads[name], 1 - self.momentum)
 
     def grow_scores(self, name: str, grad: torch.Tensor | None) -> torch.Tensor:
         return self.averages[name].abs()
