@@ -5,8 +5,13 @@ rigl (ΔT = 100) at sparsity 0.9 (ERK), for LeNet-300-100 on mnist5k and WRN-22-
 CIFAR-shaped random data (written in the CIFAR-10 binary format to a temporary root).
 Time per step is measured between the first and last training-loss points of each trial,
 so it includes RigL's extra update batches and every mask update but not set-up or the
-final evaluation. Methods run in interleaved rounds and each reports its fastest round
-(the one least disturbed by other work on the machine).
+final evaluation.
+
+Each round runs every method twice, in mirrored order (dense, static, ..., rigl, rigl,
+..., static, dense), so that a drift in machine speed during the round weighs on every
+method alike; a method's ratio in a round is its mean time over the dense mean of that
+round. Printed: the median of those paired ratios over rounds (the figure to quote) and,
+for comparison, the fastest run of the method over the fastest dense run.
 Target on a 2-core CPU: rigl / dense <= 1.05 for both models.
 
     python benchmarks/step_overhead.py [--rounds 3] [--models lenet,wrn] [--device cpu|cuda]
@@ -16,6 +21,7 @@ Target on a 2-core CPU: rigl / dense <= 1.05 for both models.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -108,21 +114,32 @@ def main() -> None:
             "train.checkpoint_every=1000000",
             f"train.device={args.device}",
         ]
-        print(f"device {args.device}; {args.rounds} interleaved rounds; fastest round per method")
+        print(f"device {args.device}; {args.rounds} rounds, each method twice per round")
         for model in models:
             label, overrides = setups[model]
-            times: dict[str, list[float]] = {m: [] for m in METHODS}
+            times: dict[str, list[list[float]]] = {m: [] for m in METHODS}
             for r in range(args.rounds):
-                for method in METHODS:
-                    workdir = tmp_path / f"{model}-{method}-{r}"
-                    times[method].append(
+                for m in METHODS:
+                    times[m].append([])
+                for i, method in enumerate([*METHODS, *reversed(METHODS)]):
+                    workdir = tmp_path / f"{model}-{method}-{r}-{i}"
+                    times[method][r].append(
                         _seconds_per_step([*overrides, *common, f"method={method}"], workdir)
                     )
-            dense = min(times["dense"])
+            dense_mean = [statistics.mean(t) for t in times["dense"]]
+            dense_fastest = min(min(t) for t in times["dense"])
             print(f"\n{label}")
+            print(f"  {'method':7} {'ms/step':>9}   {'paired ratio':>12}   {'fastest ratio':>13}")
             for method in METHODS:
-                t = min(times[method])
-                print(f"  {method:7} {t * 1e3:9.3f} ms/step   {t / dense:5.3f}x dense")
+                paired = statistics.median(
+                    statistics.mean(t) / d for t, d in zip(times[method], dense_mean, strict=True)
+                )
+                fastest = min(min(t) for t in times[method])
+                median_ms = statistics.median(x for t in times[method] for x in t) * 1e3
+                print(
+                    f"  {method:7} {median_ms:9.3f}   {paired:11.3f}x   "
+                    f"{fastest / dense_fastest:12.3f}x"
+                )
 
 
 if __name__ == "__main__":
