@@ -177,7 +177,7 @@ def test_set_growth_is_seeded():
     assert torch.equal(first.masks["w"], second.masks["w"])
 
 
-@pytest.mark.parametrize("n", [7, 100, 5000])
+@pytest.mark.parametrize("n", [7, 100, 5000, 100_000])
 @pytest.mark.parametrize("k_fraction", [0.01, 0.2, 0.26, 0.7, 1.0])
 @pytest.mark.parametrize("largest", [True, False])
 @pytest.mark.parametrize("levels", [None, 4], ids=["distinct", "ties"])

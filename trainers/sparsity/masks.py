@@ -113,7 +113,47 @@ def select_indices(
     return torch.cat([beyond, tied])
 
 
+_SAMPLE = 4096
+
+
 def _top(scores: torch.Tensor, m: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The m largest (or smallest) entries as torch.topk(sorted=False) gives them, faster
+    on large CPU tensors: ranking only the entries beyond a sampled threshold when m is
+    a small part of n, and steering around a slow path of the CPU kernel."""
+    n = scores.numel()
+    if scores.device.type == "cpu" and n >= 16 * _SAMPLE and m <= n // 8:
+        found = _top_beyond_sampled_threshold(scores, m, largest)
+        if found is not None:
+            return found
+    return _topk(scores, m, largest)
+
+
+def _top_beyond_sampled_threshold(
+    scores: torch.Tensor, m: int, largest: bool
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Exact top m among the entries at or beyond a threshold estimated from a sample.
+
+    Every entry left out is strictly worse than every candidate, so once there are at
+    least m candidates the top m are among them. The sample comes from a generator
+    seeded by n alone: the result is a function of ``scores`` and consumes no caller's
+    random state. None when the estimate was too strict (then rank everything).
+    """
+    n = scores.numel()
+    positions = torch.randint(n, (_SAMPLE,), generator=torch.Generator().manual_seed(n))
+    # Aim for about twice m candidates, with slack for the sampling error.
+    rank = min(_SAMPLE, math.ceil(2 * m * _SAMPLE / n) + 32)
+    sample = torch.topk(scores[positions], rank, largest=largest, sorted=False).values
+    if largest:
+        candidates = (scores >= sample.min()).nonzero().view(-1)
+    else:
+        candidates = (scores <= sample.max()).nonzero().view(-1)
+    if candidates.numel() < m:
+        return None
+    values, inner = _topk(scores[candidates], m, largest)
+    return values, candidates[inner]
+
+
+def _topk(scores: torch.Tensor, m: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """torch.topk(scores, m, sorted=False), steered past a slow path of the CPU kernel.
 
     On CPU, torch.topk uses a heap-based partial sort when 64·m <= n and nth_element
