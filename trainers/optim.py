@@ -63,10 +63,7 @@ class SGD(_KeepsMasked, torch.optim.SGD):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate(closure)
         for group in self.param_groups:
             if any(p.device.type != "cpu" for p in group["params"]):
                 self.mask_gradients()
@@ -118,13 +115,18 @@ class AdamW(_KeepsMasked, torch.optim.AdamW):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate(closure)
         self.mask_gradients()
         super().step()
         return loss
+
+
+def _evaluate(closure):
+    """torch.optim's closure protocol: re-evaluate the loss with gradients enabled."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
 
 
 def build_optimizer(o: OptimConfig, model: nn.Module) -> SGD | AdamW:

@@ -134,3 +134,19 @@ def test_masked_sgd_on_cuda_matches_torch_with_masked_gradients(settings):
     assert not ours[0][mask[ours[0]] == 0].any()
     for p, q in zip(ours, reference, strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [SGD, AdamW], ids=["sgd", "adamw"])
+def test_step_with_a_closure_returns_its_loss(make):
+    params = _params()
+    opt = make(params, lr=0.1)
+
+    def closure():
+        opt.zero_grad()
+        loss = (params[0] ** 2).sum()
+        loss.backward()
+        return loss
+
+    before = params[0].detach().clone()
+    assert opt.step(closure).item() == (before**2).sum().item()  # the loss before the step
+    assert not torch.equal(params[0], before)
