@@ -11,6 +11,7 @@ and returned, so it fails that trial only and reaches the user unwrapped.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import threading
@@ -250,8 +251,10 @@ def run_trials(
     pending = list(refs)
     last_beat = last_busy = time.monotonic()
     ledger.heartbeat(sweep_id)
+    interrupted = _CtrlC()
     try:
         while pending:
+            interrupted.check()
             done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
             for ref in done:
                 outcomes[refs[ref].key] = _outcome(refs[ref], ref, ledger, sweep_id)
@@ -279,7 +282,37 @@ def run_trials(
             ray.cancel(ref, force=True)
         _close_running(ledger, sweep_id, "KILLED", "stopped by the user (Ctrl-C)")
         raise
+    finally:
+        interrupted.restore()
     return outcomes
+
+
+class _CtrlC:
+    """Ctrl-C as a flag the driver loop checks once a second.
+
+    A KeyboardInterrupt raised while the main thread is inside a Ray call can be lost
+    there, leaving the sweep running; the flag is not. A second Ctrl-C raises at once.
+    Outside the main thread (where handlers cannot be set) Python's default applies.
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    def check(self) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 def check_placeable(trials: Sequence[Trial]) -> None:

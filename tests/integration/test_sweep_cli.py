@@ -284,7 +284,12 @@ def test_ctrl_c_records_killed_attempts_and_prints_the_rerun_command(tmp_path):
         proc.kill()
         raise AssertionError("".join(lines))
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"still running 120 s after Ctrl-C:\n{err[-3000:]}") from None
     err = "".join(lines) + err
     assert proc.returncode == 130, err
     sweep_id = sweep_id_of(subprocess.CompletedProcess([], 0, "", err))
