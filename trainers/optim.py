@@ -64,11 +64,11 @@ class SGD(_KeepsMasked, torch.optim.SGD):
     @torch.no_grad()
     def step(self, closure=None):
         loss = _evaluate(closure)
+        if any(p.device.type != "cpu" for g in self.param_groups for p in g["params"]):
+            self.mask_gradients()
+            super().step()  # every group, once
+            return loss
         for group in self.param_groups:
-            if any(p.device.type != "cpu" for p in group["params"]):
-                self.mask_gradients()
-                super().step()
-                continue
             for p in group["params"]:
                 if p.grad is not None:
                     self._step_one(p, group)

@@ -52,15 +52,6 @@ def random_masks(
     }
 
 
-def top_k_mask(
-    scores: torch.Tensor,
-    k: int,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """A bool mask with ones at the k highest scores; ties broken by a seeded permutation."""
-    return select(scores.reshape(-1), k, largest=True, generator=generator).view_as(scores)
-
-
 def select(
     scores: torch.Tensor, k: int, *, largest: bool, generator: torch.Generator | None
 ) -> torch.Tensor:

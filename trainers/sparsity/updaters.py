@@ -116,6 +116,12 @@ class Updater(ABC):
         self.generator = torch.Generator().manual_seed(seed + 1)
         self.ever_active = {name: mask.clone() for name, mask in self.masks.items()}
         self.last_update_step = -1
+        # Masks as 0/1 in the weight's dtype, for the optimizer to multiply its updates by
+        # (several times faster than a bool mask). Only ever updated in place, so an
+        # optimizer holding them (``param_masks``) always sees the current masks.
+        self.mask_values = {
+            name: mask.to(self.weights[name].dtype) for name, mask in self.masks.items()
+        }
         self.apply_masks()
         self._count()
 
@@ -137,14 +143,6 @@ class Updater(ABC):
 
     # -- keeping masked weights at zero ----------------------------------------------
     def _refresh_mask_values(self) -> None:
-        # Masks as 0/1 in the weight's dtype, for the optimizer to multiply its updates
-        # by (several times faster than a bool mask). Updated in place, so an optimizer
-        # holding them (``param_masks``) always sees the current masks.
-        if not hasattr(self, "mask_values"):
-            self.mask_values = {
-                name: mask.to(self.weights[name].dtype) for name, mask in self.masks.items()
-            }
-            return
         for name, mask in self.masks.items():
             self.mask_values[name].copy_(mask)
 
