@@ -84,7 +84,9 @@ def connect(address: str | None) -> None:
             ) from None
     try:
         ray.init(
-            address=address,
+            # "local" always starts an embedded cluster: with None, Ray would join the
+            # cluster named in its latest-cluster file, whose head may be long dead.
+            address=address or "local",
             include_dashboard=False,
             log_to_driver=False,
             logging_level="WARNING",
