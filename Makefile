@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit check format lint boundaries bench clean
+.PHONY: demo test test-unit check format lint boundaries types bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,10 @@ lint: $(STAMP)
 boundaries: $(STAMP)
 	$(BIN)/lint-imports
 
-check: format lint boundaries test
+types: $(STAMP)
+	$(BIN)/mypy
+
+check: format lint boundaries types test
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/mask_update.py

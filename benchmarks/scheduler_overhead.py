@@ -2,7 +2,7 @@
 
 Side by side in one run, on one Ray instance: a sweep of 16 trials of near-zero work and
 a sweep of 16 trials of 5 s of CPU work each, run through `rigl sweep`'s machinery
-(``orchestrator.sweep.expand`` -> ``executor.run_trials`` -> one Ray task per attempt,
+(``orchestrator.sweep.expand`` -> ``driver.run_sweep`` -> one Ray task per attempt,
 every attempt recorded by a real private MLflow server in a temporary $RIGL_HOME), and
 the same trials through Ray Tune (``Tuner`` with ``grid_search`` over the seed, default
 settings: one CPU per trial, no actor reuse; only the storage path is a temporary folder
@@ -12,13 +12,13 @@ it by the machinery (the MLflow server, Tune's driver) shows up as overhead.
 
 Definitions (slots: CPUs of the cluster / CPUs per trial, 2 on a 2-core machine):
 
-- wall: from submission (``Ledger.create_sweep`` then ``run_trials``; ``Tuner(...)`` then
+- wall: from submission (``driver.run_sweep``: the sweep recorded, then its trials; ``Tuner(...)`` then
   ``fit()``) until the driver holds every result. Starting Ray (both need it) and the
   private MLflow server (``rigl sweep`` starts one per sweep, Tune none) is reported
   apart; "efficiency incl. setup" adds the server's start to rigl's wall.
 - ideal: ceil(trials / slots) x work.
 - per-trial overhead: (done_i - slot_free_i) - work, where done_i is when the driver learnt
-  that trial i ended (``run_trials``' progress callback; Tune's ``on_trial_complete``) and
+  that trial i ended (``run_sweep``'s tick callback; Tune's ``on_trial_complete``) and
   slot_free_i when its slot became free: the sweep's start for the first ``slots`` trials
   to start working, else the done time of the trial that held the slot before it (slots
   reconstructed by giving trials, in order of their work's start, the earliest-freed
@@ -48,22 +48,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import heapq
-import math
 import os
 import shutil
-import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TARGET_OVERHEAD_S = 1.0
-TARGET_EFFICIENCY = 0.85
+from scheduler_measure import (  # noqa: E402  (beside this script: run as a script)
+    CpuMeter,
+    Progress,
+    SweepResult,
+    Timing,
+    cpu_busy,
+    log,
+    table,
+    targets,
+)
+
 STUDY = "scheduler_overhead"
 
 
@@ -84,7 +89,7 @@ def burn(seconds: float) -> int:
 
 @dataclass(frozen=True)
 class WorkResult:
-    """What ``executor._attempt`` reads from ``trainers.loop.TrialResult``."""
+    """What ``driver.run_attempt`` reads from ``trainers.loop.TrialResult``."""
 
     final_accuracy: float
     resumed_from_step: int | None = None
@@ -116,212 +121,53 @@ def tune_work(config: dict[str, Any]) -> None:
     tune.report({"final_accuracy": 1.0, "work_start": start, "work_end": end})
 
 
-# --- measurements -------------------------------------------------------------------------
-
-
-@dataclass
-class Timing:
-    """One trial: when its work started and ended, and when the driver learnt it ended."""
-
-    work_start: float
-    work_end: float
-    done: float
-
-
-@dataclass
-class SweepResult:
-    name: str
-    work: float
-    slots: int
-    start: float
-    end: float
-    timings: list[Timing]
-    failed: int = 0
-    notes: list[str] = field(default_factory=list)
-    setup: float = 0.0
-    """Seconds of per-sweep setup outside the wall that only this scheduler needs (rigl:
-    starting the private MLflow server, which `rigl sweep` does for every sweep)."""
-    busy: float = math.nan
-    """CPU seconds the whole machine spent busy during the sweep (every process)."""
-    own: float = math.nan
-    """CPU seconds this benchmark's processes (driver, Ray, MLflow, workers) used then."""
-
-    @property
-    def wall(self) -> float:
-        return self.end - self.start
-
-    @property
-    def ideal(self) -> float:
-        return math.ceil(len(self.timings) / self.slots) * self.work if self.timings else 0.0
-
-    @property
-    def efficiency(self) -> float:
-        return len(self.timings) * self.work / (self.slots * self.wall)
-
-    def per_trial(self) -> list[tuple[float, float, float]]:
-        """(overhead, start latency, end latency) of each trial, as the docstring defines."""
-        free = [self.start] * self.slots
-        heapq.heapify(free)
-        rows = []
-        for t in sorted(self.timings, key=lambda t: t.work_start):
-            slot_free = heapq.heappop(free)
-            rows.append(
-                (t.done - slot_free - self.work, t.work_start - slot_free, t.done - t.work_end)
-            )
-            heapq.heappush(free, t.done)
-        return rows
-
-
-def cpu_busy() -> float:
-    """CPU seconds this machine has spent busy since boot, every core and process
-    (/proc/stat; NaN where there is none)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return math.nan
-    ticks = [int(f) for f in fields[:8]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu() -> dict[int, tuple[int, int, int]]:
-    """pid -> (parent pid, start time, CPU ticks of its own) of every process (/proc)."""
-    stats = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                ticks = int(fields[11]) + int(fields[12])
-                stats[int(entry.name)] = (int(fields[1]), int(fields[19]), ticks)
-    return stats
-
-
-class CpuMeter:
-    """CPU seconds spent during a span by the whole machine (``busy``) and by this
-    benchmark's processes (``own``: this process and its descendants, which are Ray's
-    processes, the workers, Tune's actors and the MLflow server). Processes are sampled
-    every ``every`` seconds so that those that come and go count too (what one spends in
-    its last ``every`` seconds is missed); NaN where /proc is missing."""
-
-    def __init__(self, every: float = 0.2) -> None:
-        self.every = every
-        self.busy = self.own = math.nan
-        self._first: dict[tuple[int, int], int] = {}
-        self._last: dict[tuple[int, int], int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self, initial: bool = False) -> None:
-        stats = _proc_cpu()
-        children: dict[int, list[int]] = {}
-        for pid, (ppid, _, _) in stats.items():
-            children.setdefault(ppid, []).append(pid)
-        todo = [os.getpid()]
-        while todo:
-            pid = todo.pop()
-            if pid in stats:
-                _, started, ticks = stats[pid]
-                self._first.setdefault((pid, started), ticks if initial else 0)
-                self._last[(pid, started)] = ticks
-            todo += children.get(pid, [])
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            self._sample()
-
-    def __enter__(self) -> CpuMeter:
-        self._busy = cpu_busy()
-        if Path("/proc/self/stat").exists():
-            self._sample(initial=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.busy = cpu_busy() - self._busy
-        if self._thread.is_alive():
-            self._stop.set()
-            self._thread.join()
-            self._sample()
-            ticks = sum(self._last[k] - self._first[k] for k in self._last)
-            self.own = ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _quantile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-
-class _Progress:
-    """A status line at most every ``every`` seconds, and when the sweep ends."""
-
-    def __init__(self, label: str, total: int, every: float = 5.0) -> None:
-        self.label, self.total, self.every = label, total, every
-        self.start = time.monotonic()
-        self.last = 0.0
-
-    def __call__(self, done: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self.last >= self.every:
-            self.last = now
-            print(
-                f"  [{self.label}] {now - self.start:6.1f} s: {done}/{self.total} trials done",
-                file=sys.stderr,
-                flush=True,
-            )
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 # --- the two schedulers -------------------------------------------------------------------
 
 
 def run_rigl(trials: list, uri: str, work: float, slots: int, work_root: Path) -> SweepResult:
-    """One sweep through ``rigl sweep``'s machinery (what ``cli._run_sweep`` does)."""
-    from orchestrator import executor
-    from orchestrator.ledger import Ledger, new_sweep_id
+    """One sweep through ``rigl sweep``'s machinery: ``driver.run_sweep`` over the MLflow
+    ledger and the Ray executor, as the CLI runs it."""
+    from orchestrator import driver
+    from orchestrator.executor import RayExecutor
+    from orchestrator.tracking.ledger import MlflowLedger
 
     label = f"rigl {work:g} s"
-    progress = _Progress(label, len(trials))
+    progress = Progress(label, len(trials))
     done_at: dict[str, float] = {}
 
-    def on_progress(outcomes: dict, _progress: Any, _pending: int) -> None:
+    def on_tick(outcomes: dict, _running: Any, _pending: int) -> None:
         now = time.time()
         for key in outcomes:
             done_at.setdefault(key, now)
         progress(len(outcomes))
 
-    git_sha = executor.git_sha()
-    ledger = Ledger(uri)
-    sweep_id = new_sweep_id()
+    ledger = MlflowLedger(uri)
+    git_sha = driver.code_version()
     with CpuMeter() as cpu:
         start = time.time()
-        ledger.create_sweep(STUDY, sweep_id, [f"bench.work={work:g}"], trials)
-        outcomes = executor.run_trials(
+        swept = driver.run_sweep(
+            ledger,
+            RayExecutor(),
             trials,
-            ledger=ledger,
-            sweep_id=sweep_id,
-            git_sha=git_sha,
+            study=STUDY,
+            overrides=[f"bench.work={work:g}"],
             work_root=work_root,
-            on_progress=on_progress,
+            git_sha=git_sha,
             train_fn=functools.partial(rigl_work, seconds=work),
+            on_tick=on_tick,
         )
         end = time.time()
-    progress(len(outcomes), force=True)
-    ledger.end_sweep(sweep_id, "FINISHED")
+    progress(len(swept.outcomes), force=True)
 
     result = SweepResult(label, work, slots, start, end, [], busy=cpu.busy, own=cpu.own)
-    for outcome in outcomes.values():
-        if outcome.status != "FINISHED":
-            result.failed += 1
-            result.notes.append(f"trial {outcome.trial.key} {outcome.status}: {outcome.error}")
-    attempts = ledger.attempts(sweep_id)
+    for outcome in swept.failed:
+        result.failed += 1
+        result.notes.append(f"trial {outcome.trial.key} {outcome.status}: {outcome.error}")
+    attempts = ledger.attempts(swept.sweep_id)
     for attempt in attempts:
         if attempt.status != "FINISHED" or attempt.trial_key not in done_at:
             continue
-        metrics = ledger.client.get_run(attempt.run_id).data.metrics
+        metrics = attempt.metrics
         result.timings.append(
             Timing(metrics["work_start"], metrics["work_end"], done_at[attempt.trial_key])
         )
@@ -335,7 +181,7 @@ def run_tune(n: int, work: float, slots: int, storage: Path) -> SweepResult:
     from ray import tune
 
     label = f"tune {work:g} s"
-    progress = _Progress(label, n)
+    progress = Progress(label, n)
     timings: list[Timing] = []
     errors: list[str] = []
 
@@ -384,88 +230,6 @@ def run_tune(n: int, work: float, slots: int, storage: Path) -> SweepResult:
     )
 
 
-# --- the report ---------------------------------------------------------------------------
-
-
-def _table(results: list[SweepResult]) -> str:
-    rows: list[tuple[str, ...]] = [("", *(r.name for r in results))]
-
-    def add(label: str, values: list[float], fmt: str = "{:.2f}") -> None:
-        rows.append((label, *("-" if math.isnan(v) else fmt.format(v) for v in values)))
-
-    per = [r.per_trial() for r in results]
-    rows.append(
-        ("trials done", *(f"{len(r.timings)}/{len(r.timings) + r.failed}" for r in results))
-    )
-    add("wall (s)", [r.wall for r in results])
-    add("ideal (s)", [r.ideal for r in results])
-    add("wall - ideal (s)", [r.wall - r.ideal for r in results])
-    add(
-        "overhead median (s)",
-        [statistics.median(o for o, _, _ in p) if p else math.nan for p in per],
-    )
-    add("overhead p90 (s)", [_quantile([o for o, _, _ in p], 0.9) for p in per])
-    add("overhead max (s)", [max((o for o, _, _ in p), default=math.nan) for p in per])
-    add("start latency median (s)", [_quantile([s for _, s, _ in p], 0.5) for p in per])
-    add("end latency median (s)", [_quantile([e for _, _, e in p], 0.5) for p in per])
-    add(
-        "work stretch median (s)",
-        [_quantile([t.work_end - t.work_start - r.work for t in r.timings], 0.5) for r in results],
-        "{:.3f}",
-    )
-    add(
-        "first work start (s)",
-        [min((t.work_start for t in r.timings), default=math.nan) - r.start for r in results],
-    )
-    add("CPU, this benchmark (cores)", [r.own / r.wall for r in results])
-    add("CPU, other processes (cores)", [(r.busy - r.own) / r.wall for r in results])
-    add("efficiency", [r.efficiency if r.work > 0 else math.nan for r in results], "{:.3f}")
-    add(
-        "efficiency incl. setup",
-        [r.efficiency * r.wall / (r.wall + r.setup) if r.work > 0 else math.nan for r in results],
-        "{:.3f}",
-    )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    )
-
-
-def _targets(pairs: list[tuple[SweepResult, SweepResult | None]]) -> list[tuple[str, bool]]:
-    checks = []
-    for ours, tune_ in pairs:
-        if not ours.timings:
-            checks.append((f"{ours.name}: no trial finished", False))
-            continue
-        median = statistics.median(o for o, _, _ in ours.per_trial())
-        checks.append(
-            (
-                f"{ours.name}: median overhead {median:.2f} s <= {TARGET_OVERHEAD_S:g} s",
-                median <= TARGET_OVERHEAD_S,
-            )
-        )
-        if tune_ is not None and tune_.timings:
-            theirs = statistics.median(o for o, _, _ in tune_.per_trial())
-            checks.append(
-                (
-                    f"{ours.name}: median overhead {median:.2f} s < Ray Tune's {theirs:.2f} s",
-                    median < theirs,
-                )
-            )
-        if ours.work >= 1.0:
-            checks.append(
-                (
-                    f"{ours.name}: efficiency {ours.efficiency:.3f} >= {TARGET_EFFICIENCY:g}",
-                    ours.efficiency >= TARGET_EFFICIENCY,
-                )
-            )
-    return checks
-
-
 # --- main ---------------------------------------------------------------------------------
 
 
@@ -509,12 +273,12 @@ def main() -> int:
     ]
 
     from orchestrator import executor
-    from orchestrator.ledger import tracking_server
     from orchestrator.sweep import expand
+    from orchestrator.tracking.server import tracking_server
 
     t = time.perf_counter()
     trials = expand([f"seed=range(0,{args.trials})", "method=static", "train.steps=1"])
-    _log(f"expanded {len(trials)} trials in {time.perf_counter() - t:.1f} s")
+    log(f"expanded {len(trials)} trials in {time.perf_counter() - t:.1f} s")
 
     with _private_home() as home:
         t = time.perf_counter()
@@ -524,28 +288,26 @@ def main() -> int:
         cpus = ray.cluster_resources().get("CPU", 0)
         slots = int(cpus // trials[0].config.resources.cpus)
         setup = {"ray start": time.perf_counter() - t}
-        _log(f"Ray: {cpus:g} CPUs, {slots} slots of {trials[0].config.resources.cpus:g} CPU")
+        log(f"Ray: {cpus:g} CPUs, {slots} slots of {trials[0].config.resources.cpus:g} CPU")
         try:
             t = time.perf_counter()
             with tracking_server() as uri:
                 setup["MLflow server start"] = time.perf_counter() - t
-                _log(f"MLflow server {uri} up in {setup['MLflow server start']:.1f} s")
+                log(f"MLflow server {uri} up in {setup['MLflow server start']:.1f} s")
                 background = _background_load()
-                _log(f"background load (Ray and MLflow idle): {background:.2f} cores busy")
+                log(f"background load (Ray and MLflow idle): {background:.2f} cores busy")
                 if background > 0.25:
-                    _log(
-                        "  warning: something else keeps this machine busy; overheads will be high"
-                    )
+                    log("  warning: something else keeps this machine busy; overheads will be high")
                 results: list[SweepResult] = []
                 pairs: list[tuple[SweepResult, SweepResult | None]] = []
                 for work in workloads:
-                    _log(f"sweep: {len(trials)} trials of {work:g} s through rigl's machinery")
+                    log(f"sweep: {len(trials)} trials of {work:g} s through rigl's machinery")
                     ours = run_rigl(trials, uri, work, slots, home / "work")
                     ours.setup = setup["MLflow server start"]
                     results.append(ours)
                     theirs = None
                     if not args.skip_tune:
-                        _log(f"sweep: {len(trials)} trials of {work:g} s through Ray Tune")
+                        log(f"sweep: {len(trials)} trials of {work:g} s through Ray Tune")
                         theirs = run_tune(len(trials), work, slots, home / "tune")
                         results.append(theirs)
                     pairs.append((ours, theirs))
@@ -556,7 +318,7 @@ def main() -> int:
     print("setup, not in the walls: " + ", ".join(f"{k} {v:.1f} s" for k, v in setup.items()))
     print(f"background load before the sweeps: {background:.2f} cores busy")
     print()
-    print(_table(results))
+    print(table(results))
     for r in results:
         for note in r.notes:
             print(f"note ({r.name}): {note}")
@@ -567,7 +329,7 @@ def main() -> int:
             "(CPU, other processes): those figures overstate the overhead"
         )
     print()
-    checks = _targets(pairs)
+    checks = targets(pairs)
     for text, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
     failed = any(r.failed for r in results)

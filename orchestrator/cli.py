@@ -1,4 +1,4 @@
-"""The `rigl` command.
+"""The `rigl` command: parse, call the driver, print.
 
     rigl flops [overrides] [--json]     FLOPs and size of a configuration vs dense
     rigl train [overrides] [--json]     one trial in the foreground, with a progress bar
@@ -6,34 +6,69 @@
     rigl status [SWEEP] [--json]        sweeps, or one sweep's trials
     rigl rerun SWEEP [--address ADDR]   the trials of a sweep without a FINISHED attempt
     rigl ui [--port 5000]               the MLflow UI on this project's store
+    rigl submit [overrides] --address http://HEAD:8265   the sweep's driver as a Ray Job
 
 Overrides use Hydra's syntax on the tree in conf/ (``model=wrn22_2 sparsity=0.9
 distribution=erk method=rigl delta_t=100``). Exit codes: 0 success, 1 a trial failed,
-2 bad usage or configuration (nothing is run or recorded).
+2 bad usage or configuration (nothing is run or recorded), 130 stopped by Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.compose import UsageError, compose_trial, rigl_home
+from orchestrator.errors import UsageError
+from orchestrator.home import rigl_home
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@dataclass(frozen=True)
+class Backends:
+    """Where commands record and run. By default the MLflow ledger (the private local
+    server, or $MLFLOW_TRACKING_URI) and Ray (embedded, or --address); tests and
+    embedders pass the in-memory ones from orchestrator.fakes."""
+
+    ledger: Callable[[], AbstractContextManager[Any]]
+    executor: Callable[[argparse.Namespace], AbstractContextManager[Any]]
+
+
+@contextlib.contextmanager
+def _mlflow_ledger() -> Iterator[Any]:
+    from orchestrator.tracking.ledger import MlflowLedger
+    from orchestrator.tracking.server import tracking_server
+
+    with tracking_server() as uri:
+        yield MlflowLedger(uri)
+
+
+def _ray_executor(args: argparse.Namespace) -> AbstractContextManager[Any]:
+    from orchestrator.executor import ray_executor
+
+    return ray_executor(
+        args.address, max_retries=args.max_retries, placement_timeout=args.placement_timeout
+    )
+
+
+DEFAULT_BACKENDS = Backends(ledger=_mlflow_ledger, executor=_ray_executor)
+
+
+def main(argv: Sequence[str] | None = None, backends: Backends | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     unknown = [a for a in extra if a.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = [*getattr(args, "overrides", []), *extra]
+    args.backends = backends or DEFAULT_BACKENDS
     try:
         return args.func(args)
     except UsageError as exc:
@@ -119,71 +154,23 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_flops(args: argparse.Namespace) -> int:
+    from orchestrator import display
+    from orchestrator.compose import compose_trial
     from trainers.build import flop_report
 
     cfg = compose_trial(args.overrides)
     report, rows = flop_report(cfg)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "model": cfg.model.name,
-                    "method": cfg.method.name,
-                    "distribution": cfg.distribution.name,
-                    "sparsity": cfg.sparsity,
-                    "delta_t": cfg.delta_t,
-                    "inference_flops": report.inference_flops,
-                    "inference_flops_dense": report.inference_flops_dense,
-                    "inference_multiplier": report.inference_multiplier,
-                    "train_flops": report.train_flops,
-                    "train_flops_dense": report.train_flops_dense,
-                    "train_multiplier": report.train_multiplier,
-                    "size_bytes": report.size_bytes,
-                    "size_bytes_dense": report.size_bytes_dense,
-                    "layers": [
-                        {
-                            "name": r.name,
-                            "shape": list(r.shape),
-                            "sparsity": r.sparsity,
-                            "params": r.params,
-                            "active": r.active,
-                            "flops": r.flops,
-                        }
-                        for r in rows
-                    ],
-                }
-            )
-        )
-        return 0
-    width = max(len(r.name) for r in rows)
-    print(f"{'layer':<{width}}  {'shape':<18} {'sparsity':>8} {'active':>11} {'FLOPs':>12}")
-    for r in rows:
-        shape = "x".join(map(str, r.shape))
-        print(f"{r.name:<{width}}  {shape:<18} {r.sparsity:>8.4f} {r.active:>11,} {r.flops:>12.4g}")
-    t = cfg.train
-    print(
-        f"\n{cfg.model.name}, {cfg.method.name}, {cfg.distribution.name}, "
-        f"sparsity {cfg.sparsity}, ΔT {cfg.delta_t}; {t.total_steps:,} steps at batch "
-        f"{t.batch_size}"
-    )
-    print(
-        f"inference FLOPs  {report.inference_flops:.4g}  "
-        f"({report.inference_multiplier:.3f}x dense {report.inference_flops_dense:.4g})"
-    )
-    print(
-        f"training FLOPs   {report.train_flops:.4g}  "
-        f"({report.train_multiplier:.3f}x dense {report.train_flops_dense:.4g})"
-    )
-    print(
-        f"model size       {report.size_bytes / 1e6:.3f} MB  "
-        f"(dense {report.size_bytes_dense / 1e6:.3f} MB)"
-    )
+        print(json.dumps(display.flops_json(cfg, report, rows)))
+    else:
+        print(display.flops_text(cfg, report, rows))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from orchestrator.compose import compose_trial
     from trainers.data import DataError
     from trainers.loop import DivergenceError, run_trial
     from trainers.tracking import MemoryTracker
@@ -220,6 +207,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from orchestrator import sweep as sweeps
+    from orchestrator.records import valid_sweep_id
 
     trials = sweeps.expand(args.overrides, args.preset)
     study = args.name or (sweeps.load_preset(args.preset).study if args.preset else "default")
@@ -232,217 +220,110 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(sweeps.trial_table(trials))
             print(f"{len(trials)} distinct trials (study {study!r}); nothing submitted")
         return 0
-    overrides = [*(["--preset", args.preset] if args.preset else []), *args.overrides]
     if args.sweep_id:
-        from orchestrator.ledger import valid_sweep_id
-
         valid_sweep_id(args.sweep_id)
-    return _run_sweep(trials, study, overrides, args, sweep_id=args.sweep_id)
-
-
-def _run_sweep(
-    trials: list, study: str, overrides: list[str], args: argparse.Namespace, sweep_id: str | None
-) -> int:
-    from orchestrator import executor
-    from orchestrator.ledger import Ledger, new_sweep_id, tracking_server
-
-    executor.connect(args.address)
-    try:
+    overrides = [*(["--preset", args.preset] if args.preset else []), *args.overrides]
+    with args.backends.executor(args) as executor:
         executor.check_placeable(trials)
-        with tracking_server() as uri:
-            ledger = Ledger(uri)
-            if sweep_id is None or ledger.find_sweep(sweep_id) is None:
-                sweep_id = sweep_id or new_sweep_id()
-                ledger.create_sweep(study, sweep_id, overrides, trials)
-            else:
-                trials = _unfinished(ledger, sweep_id, trials)
-                if not trials:
-                    print(f"nothing to run: every trial of sweep {sweep_id} has a FINISHED attempt")
-                    return 0
-                ledger.reopen_sweep(sweep_id)
-            print(
-                f"sweep {sweep_id}: {len(trials)} trials (study {study!r}), tracking {uri}",
-                file=sys.stderr,
-            )
-            try:
-                outcomes = executor.run_trials(
-                    trials,
-                    ledger=ledger,
-                    sweep_id=sweep_id,
-                    git_sha=executor.git_sha(),
-                    work_root=rigl_home() / "work",
-                    max_retries=args.max_retries,
-                    on_progress=executor.print_progress(),
-                    placement_timeout=args.placement_timeout,
-                )
-            except KeyboardInterrupt:
-                ledger.end_sweep(sweep_id, "KILLED")
-                print(
-                    f"\nstopped; running trials recorded as KILLED. Resume with:\n"
-                    f"  rigl rerun {sweep_id}",
-                    file=sys.stderr,
-                )
-                return 130
-            ledger.end_sweep(sweep_id, "FINISHED")
-            _print_trials(_trial_rows(ledger, sweep_id))
-    finally:
-        executor.shutdown()
-    failed = [o for o in outcomes.values() if o.status != "FINISHED"]
-    for outcome in failed:
+        with args.backends.ledger() as ledger:
+            return _run(args, ledger, executor, trials, study, overrides, args.sweep_id)
+
+
+def _run(
+    args: argparse.Namespace,
+    ledger: Any,
+    executor: Any,
+    trials: list,
+    study: str,
+    overrides: list[str],
+    sweep_id: str | None,
+) -> int:
+    """Run the sweep's trials through the driver and print how they ended."""
+    from orchestrator import display, driver
+
+    def started(sweep_id: str, todo: list) -> None:
         print(
-            f"\ntrial {outcome.trial.key} ({outcome.trial.config.method.name}) "
-            f"{outcome.status}: {outcome.error}",
+            f"sweep {sweep_id}: {len(todo)} trials (study {study!r}), "
+            f"tracking {ledger.tracking_uri}",
             file=sys.stderr,
         )
-        if outcome.traceback:
-            print(outcome.traceback, file=sys.stderr)
-    print(f"\nrigl status {sweep_id}   |   rigl ui   (then open http://127.0.0.1:5000)")
-    if failed:
-        print(f"{len(failed)} trial(s) failed; after fixing the cause: rigl rerun {sweep_id}")
+
+    result = driver.run_sweep(
+        ledger,
+        executor,
+        trials,
+        study=study,
+        overrides=overrides,
+        sweep_id=sweep_id,
+        work_root=rigl_home() / "work",
+        on_tick=display.progress_printer(),
+        on_start=started,
+    )
+    if not result.trials:
+        print(f"nothing to run: every trial of sweep {result.sweep_id} has a FINISHED attempt")
+        return 0
+    if result.interrupted:
+        print(
+            "\nstopped; running trials recorded as KILLED. Resume with:\n"
+            f"  rigl rerun {result.sweep_id}",
+            file=sys.stderr,
+        )
+        return 130
+    print(display.trials_table(driver.trial_rows(ledger, result.sweep_id)))
+    display.failures(result.failed)
+    print(f"\nrigl status {result.sweep_id}   |   rigl ui   (then open http://127.0.0.1:5000)")
+    if result.failed:
+        print(
+            f"{len(result.failed)} trial(s) failed; after fixing the cause: "
+            f"rigl rerun {result.sweep_id}"
+        )
         return 1
     return 0
 
 
-def _unfinished(ledger: Any, sweep_id: str, trials: list) -> list:
-    """The trials without a FINISHED attempt; attempts a gone driver left RUNNING are
-    recorded as KILLED. A sweep whose driver is still alive is not touched."""
-    info = ledger.find_sweep(sweep_id)
-    if info.driver_alive():
-        raise UsageError(
-            f"sweep {sweep_id} is still running (its driver beat "
-            f"{time.time() - (info.heartbeat or 0):.0f} s ago); rerun it once it has ended "
-            "or its driver is gone"
-        )
-    for attempt in ledger.attempts(sweep_id):
-        if attempt.status == "RUNNING":
-            ledger.end_attempt(attempt.run_id, "KILLED", error=STALE)
-    done = ledger.finished_keys(sweep_id)
-    return [t for t in trials if t.key not in done]
-
-
-def _trial_rows(ledger: Any, sweep_id: str) -> list[dict[str, Any]]:
-    """One row per trial of the sweep: its swept values, state, attempts and accuracy.
-
-    An attempt still marked RUNNING in a sweep whose driver stopped beating is stale (the
-    driver was killed): it shows as KILLED, and `rigl rerun` records it so.
-    """
-    info = ledger.find_sweep(sweep_id)
-    stale = info is not None and not info.driver_alive()
-    attempts = ledger.attempts(sweep_id)
-    rows = []
-    for record in ledger.sweep_trials(sweep_id):
-        key = record["trial_key"]
-        mine = [a for a in attempts if a.trial_key == key]
-        finished = [a for a in mine if a.status == "FINISHED"]
-        latest = max(mine, key=lambda a: a.attempt) if mine else None
-        if finished:
-            state = "FINISHED"
-        elif latest is None:
-            state = "PENDING"
-        elif latest.status in ("RUNNING", "SCHEDULED"):
-            state = "KILLED" if stale else "RUNNING"
-        else:
-            state = latest.status
-        accuracy = finished[-1].final_accuracy if finished else None
-        rows.append(
-            {
-                "trial_key": key,
-                "state": state,
-                "attempts": len(mine),
-                "final_accuracy": accuracy,
-                **record.get("swept", {}),
-                "error": None if finished or latest is None else latest.error,
-            }
-        )
-    return rows
-
-
-SWEPT_COLUMNS = ("method", "sparsity", "distribution", "delta_t", "alpha", "seed")
-STALE = "stale: the sweep's driver stopped before this attempt ended"
-
-
-def _print_trials(rows: list[dict[str, Any]]) -> None:
-    header = (
-        "trial",
-        "method",
-        "sparsity",
-        "distribution",
-        "delta_t",
-        "alpha",
-        "seed",
-        "state",
-        "attempts",
-        "final_acc",
-    )
-    table = [header]
-    for r in rows:
-        acc = "" if r["final_accuracy"] is None else f"{r['final_accuracy']:.4f}"
-        swept = ("-" if r.get(k) is None else str(r[k]) for k in SWEPT_COLUMNS)
-        table.append((r["trial_key"], *swept, r["state"], str(r["attempts"]), acc))
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    from orchestrator.ledger import Ledger, tracking_server
+    from orchestrator import display, driver
 
-    with tracking_server() as uri:
-        ledger = Ledger(uri)
+    with args.backends.ledger() as ledger:
         if args.sweep is None:
-            sweeps = [
-                {
-                    "sweep_id": s.sweep_id,
-                    "name": s.name,
-                    "created": s.created.isoformat() if s.created else None,
-                    "trials": s.trials,
-                    "finished": s.finished,
-                    "failed": s.failed,
-                    "running": s.running,
-                }
-                for s in ledger.sweeps()
-            ]
+            summaries = [driver.summarize(ledger, info) for info in ledger.sweeps()]
             if args.json:
-                print(json.dumps(sweeps))
+                print(json.dumps([display.sweep_record(s) for s in summaries]))
             else:
-                for s in sweeps or [{"sweep_id": "(no sweeps yet: rigl sweep ...)"}]:
-                    print("  ".join(str(v) for v in s.values()))
+                print(display.sweeps_table(summaries))
             return 0
-        if ledger.find_sweep(args.sweep) is None:
-            raise UsageError(f"no sweep {args.sweep!r}; `rigl status` lists the sweeps")
-        rows = _trial_rows(ledger, args.sweep)
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        _print_trials(rows)
+        rows = driver.trial_rows(ledger, args.sweep)
+    print(json.dumps(rows) if args.json else display.trials_table(rows))
     return 0
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
+    from orchestrator import driver
     from orchestrator import sweep as sweeps
-    from orchestrator.ledger import Ledger, tracking_server
 
-    with tracking_server() as uri:
-        ledger = Ledger(uri)
-        info = ledger.find_sweep(args.sweep)
-        if info is None:
-            raise UsageError(f"no sweep {args.sweep!r}; `rigl status` lists the sweeps")
+    with args.backends.ledger() as ledger:
+        info = driver.require_sweep(ledger, args.sweep)
         trials = sweeps.recompose(ledger.sweep_trials(args.sweep))
-        todo = _unfinished(ledger, args.sweep, trials)
-    if not todo:
+        todo = driver.unfinished(ledger, args.sweep, trials)
+        if not todo:
+            print(
+                f"nothing to rerun: all {len(trials)} trials of sweep {args.sweep} have a "
+                "FINISHED attempt"
+            )
+            return 0
         print(
-            f"nothing to rerun: all {len(trials)} trials of sweep {args.sweep} have a "
-            "FINISHED attempt"
+            f"rerunning {len(todo)} of {len(trials)} trials of sweep {args.sweep}",
+            file=sys.stderr,
         )
-        return 0
-    print(f"rerunning {len(todo)} of {len(trials)} trials of sweep {args.sweep}", file=sys.stderr)
-    return _run_sweep(todo, info.name, list(info.overrides), args, sweep_id=args.sweep)
+        with args.backends.executor(args) as executor:
+            executor.check_placeable(todo)
+            return _run(args, ledger, executor, todo, info.name, list(info.overrides), args.sweep)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    from orchestrator.ledger import LocalStore
+    from orchestrator.tracking.server import LocalStore
 
     if os.environ.get("MLFLOW_TRACKING_URI"):
         print(f"MLFLOW_TRACKING_URI is set: open {os.environ['MLFLOW_TRACKING_URI']}")

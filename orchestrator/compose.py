@@ -18,18 +18,11 @@ from hydra.errors import ConfigCompositionException, HydraException, OverridePar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from orchestrator.errors import UsageError
+from trainers.build import prepare
 from trainers.config import ConfigError, TrialConfig, validate
 
 CONFIG_NAME = "config"
-
-
-class UsageError(ValueError):
-    """Bad user input: the CLI prints the message and exits 2."""
-
-
-def rigl_home() -> Path:
-    """The project data directory, absolute: $RIGL_HOME, else ~/.rigl."""
-    return Path(os.environ.get("RIGL_HOME") or "~/.rigl").expanduser().resolve()
 
 
 def conf_dir() -> Path:
@@ -69,7 +62,7 @@ def compose_trial(overrides: Sequence[str]) -> TrialConfig:
         raise UsageError(f"{exc} (overrides: {' '.join(overrides)})") from None
     assert isinstance(trial, TrialConfig)
     try:
-        return validate(trial)
+        return prepare(validate(trial))
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
 
@@ -104,5 +97,5 @@ def _sibling_keys(key: str | None) -> list[str]:
         fields = getattr(node, "__dataclass_fields__", {})
         if part not in fields:
             break
-        node = fields[part].default_factory  # type: ignore[assignment]
+        node = fields[part].default_factory
     return sorted(getattr(node, "__dataclass_fields__", {}))

@@ -40,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from orchestrator.compose import UsageError
+from orchestrator.errors import UsageError
 
 JOB_PREFIX = "rigl-"
 CLUSTER_PYTHON = "python"
@@ -89,7 +89,7 @@ def register(commands: Any) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from orchestrator import sweep as sweeps
-    from orchestrator.ledger import valid_sweep_id
+    from orchestrator.records import valid_sweep_id
 
     trials = sweeps.expand(args.overrides, args.preset)
     study = args.name or (sweeps.load_preset(args.preset).study if args.preset else "default")
@@ -323,7 +323,7 @@ def _auth_message(address: str, exc: BaseException) -> str:
 def _token_available() -> bool:
     """Whether Ray finds a token here (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray)."""
     try:
-        from ray._raylet import AuthenticationTokenLoader
+        from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
 
         return bool(AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True))
     except Exception:  # Ray raises for an unreadable RAY_AUTH_TOKEN_PATH

@@ -10,7 +10,6 @@ one bad value anywhere stops the whole sweep with a ``UsageError``.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,8 +22,10 @@ from hydra.core.override_parser.types import Glob, Override, Transformer
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import OmegaConf
 
-from orchestrator.compose import UsageError, compose_trial, conf_dir, group_options
-from trainers.config import TrialConfig
+from orchestrator.compose import compose_trial, conf_dir, group_options
+from orchestrator.errors import UsageError
+from trainers import methods
+from trainers.config import TrialConfig, flatten
 
 SWEEP_KEYS = ("method", "sparsity", "distribution", "delta_t", "alpha", "seed")
 """The keys every trial reports in ``Trial.swept`` (and the study tables show)."""
@@ -41,10 +42,6 @@ NEUTRAL_KEYS = frozenset(
 )
 """Keys that change how a trial is logged, placed or found on disk, never its result."""
 NEUTRAL_PREFIXES = ("resources.",)
-
-DROP_AND_GROW = frozenset({"set", "snfs", "rigl"})
-_TOPOLOGY_KEYS = frozenset({"delta_t", "alpha", "method.drop_fraction", "method.end_fraction"})
-_PRUNE_KEYS = frozenset({"method.prune_start", "method.prune_end", "method.prune_every"})
 
 KEY_LENGTH = 12
 """Hex digits of the sha256 kept as a trial key: 48 bits, collision-free far past any grid."""
@@ -64,6 +61,11 @@ class Trial:
     config: TrialConfig = field(compare=False)
     overrides: tuple[str, ...] = field(compare=False)
     swept: dict[str, Any] = field(compare=False)
+
+    @property
+    def group_key(self) -> str:
+        """``group_key(config)``: equal for the seeds of one experiment."""
+        return group_key(self.config)
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,9 @@ def load_preset(name: str) -> Preset:
         spec = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except Exception as exc:  # a YAML syntax error is not an OmegaConf one
         raise UsageError(f"preset {path}: {exc}") from None
-    overrides = spec.get("overrides") if isinstance(spec, dict) else None
+    if not isinstance(spec, dict):
+        raise UsageError(f"preset {path}: expected a mapping with 'overrides'")
+    overrides = spec.get("overrides")
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise UsageError(f"preset {path}: 'overrides' must be a list of strings")
     unknown = set(spec) - {"name", "overrides"}
@@ -247,43 +251,15 @@ def recompose(records: Iterable[Mapping[str, Any]]) -> list[Trial]:
 # --- trial keys ---------------------------------------------------------------------------
 
 
-def flatten(config: TrialConfig | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """The config as {dotted key: value} (``method.name``, ``optim.milestones``, ...).
-
-    Dicts nest into dotted keys; an empty dict stays one entry so no key disappears.
-    """
-    tree = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def ignored_keys(config: TrialConfig) -> frozenset[str]:
-    """Dotted keys the trial's method never reads, so they cannot change its result.
-
-    Only ``set``/``snfs``/``rigl`` update the topology (ΔT, α, drop-fraction schedule,
-    T_end); ``step_on_update`` is a RigL option, ``method.momentum`` an SNFS one, the
-    ``prune_*`` keys belong to gradual pruning, and ``dense`` has no masks at all
-    (``small_dense`` keeps sparsity and distribution: they set its width).
-    """
-    method = config.method.name
-    ignored = set()
-    if method not in DROP_AND_GROW:
-        ignored |= _TOPOLOGY_KEYS
-    if method != "rigl":
-        ignored.add("method.step_on_update")
-    if method != "snfs":
-        ignored.add("method.momentum")
-    if method != "prune":
-        ignored |= _PRUNE_KEYS
-    if method == "dense":
-        ignored |= {"sparsity", "model.dense_layers"}
+    """Dotted keys the trial's method never reads, so they cannot change its result: the
+    other methods' own keys and, for ``dense``, what sets the masks (the registry in
+    ``trainers.methods`` derives them)."""
+    method = methods.get(config.method.name)
+    ignored = method.ignored_keys()
+    if not method.uses_sparsity:
         ignored |= {k for k in flatten(config) if k.startswith("distribution.")}
-    return frozenset(ignored)
+    return ignored
 
 
 def effective_config(config: TrialConfig) -> dict[str, Any]:
@@ -298,8 +274,35 @@ def effective_config(config: TrialConfig) -> dict[str, Any]:
 
 def trial_key(config: TrialConfig) -> str:
     """First ``KEY_LENGTH`` hex digits of sha256(canonical JSON of the effective config)."""
-    canonical = json.dumps(effective_config(config), sort_keys=True, separators=(",", ":"))
+    return _digest(effective_config(config))
+
+
+def group_key(config: TrialConfig) -> str:
+    """``trial_key`` of the effective config without the seed: the seeds of one
+    experiment share it, so reports and the MLflow UI aggregate over them."""
+    return _digest({k: v for k, v in effective_config(config).items() if k != "seed"})
+
+
+def _digest(effective: dict[str, Any]) -> str:
+    canonical = json.dumps(effective, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:KEY_LENGTH]
+
+
+_SHORT = {"sparsity": "s", "delta_t": "ΔT", "alpha": "α"}
+
+
+def run_name(trial: Trial, attempt: int) -> str:
+    """An attempt run's name from its swept values: ``rigl s=0.9 erk ΔT=100 α=0.3 seed=0 #1``
+    (keys the method ignores left out), so runs read apart in the MLflow UI."""
+    parts = [str(trial.swept.get("method") or trial.config.method.name)]
+    for key, value in trial.swept.items():
+        if key == "method" or value is None:
+            continue
+        if key == "distribution":
+            parts.append(str(value))
+        else:
+            parts.append(f"{_SHORT.get(key, key)}={_cell(value)}")
+    return f"{' '.join(parts)} #{attempt}"
 
 
 # --- reports ------------------------------------------------------------------------------

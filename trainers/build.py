@@ -1,30 +1,74 @@
 """From a trial config to the network, its masked layers and their planned sparsity.
 
-Shared by training and by the FLOP report so both count exactly the same layers.
+``prepare`` is the build step composition ends with: it checks what needs the registries
+(model, method and data set names, layer names) and fills the model-dependent defaults.
+``build_plan`` and ``flop_report`` are shared by training and by `rigl flops`, so both
+count exactly the same layers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from trainers.config import TrialConfig
+from trainers import methods
+from trainers.config import ConfigError, TrialConfig
+from trainers.data import DATASETS
 from trainers.models import MODELS, build_model, layer_geometry, masked_layer_names
 from trainers.sparsity import (
-    DENSE_METHODS,
     DISTRIBUTIONS,
     FlopReport,
+    LayerGeometry,
     inference_flops,
     layer_flops,
     model_size_bytes,
     num_active,
-    pruning_train_flops_per_sample,
+    realised_sparsity,
     small_dense_width,
-    train_flops_per_sample,
 )
+
+
+def prepare(cfg: TrialConfig) -> TrialConfig:
+    """A copy of ``cfg`` with the model's defaults filled in (``data.name``: the model's
+    reference data set), after checking every name against its registry and every layer
+    name against the model. Raises ConfigError naming the key, the value and what is
+    allowed. ``cfg`` itself is not changed."""
+    _check(cfg.model.name in MODELS, "model", cfg.model.name, f"one of {sorted(MODELS)}")
+    methods.get(cfg.method.name)
+    if cfg.data.name is None:
+        data = dataclasses.replace(cfg.data, name=MODELS[cfg.model.name].default_data)
+        cfg = dataclasses.replace(cfg, data=data)
+    _check(cfg.data.name in DATASETS, "data.name", cfg.data.name, f"one of {sorted(DATASETS)}")
+    _check_layers(cfg)
+    return cfg
+
+
+def _check(ok: bool, key: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def _check_layers(cfg: TrialConfig) -> None:
+    """Layer names in model.dense_layers and distribution.custom must name masked layers."""
+    if cfg.model.dense_layers is None and not cfg.distribution.custom:
+        return
+    with torch.device("meta"):
+        model = build_model(cfg.model.name, width=cfg.model.width)
+    spec = MODELS[cfg.model.name]
+    dense = spec.default_dense if cfg.model.dense_layers is None else cfg.model.dense_layers
+    masked = masked_layer_names(model, dense)
+    for layer in cfg.distribution.custom:
+        _check(
+            layer in masked,
+            "distribution.custom",
+            layer,
+            f"names of masked layers, e.g. {masked[:3]}",
+        )
 
 
 @dataclass
@@ -63,12 +107,13 @@ def planned_sparsities(model: nn.Module, cfg: TrialConfig) -> tuple[list[str], d
 def build_plan(cfg: TrialConfig, device: torch.device | str = "cpu") -> SparsePlan:
     """Build the trial's network (seeded by cfg.seed) and its per-layer sparsity plan."""
     width = cfg.model.width
-    if cfg.method.name == "small_dense":
+    method = methods.get(cfg.method.name)
+    if method.scales_width:
         width = _small_dense_width(cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model.name, width=width).to(device)
     masked, sparsities = planned_sparsities(model, cfg)
-    if cfg.method.name in DENSE_METHODS:
+    if not method.has_masks:
         sparsities = dict.fromkeys(masked, 0.0)
     return SparsePlan(model=model, width=width, masked=masked, sparsities=sparsities)
 
@@ -99,15 +144,26 @@ class LayerRow:
     flops: float
 
 
+def realised(layers: list[LayerGeometry], sparsities: Mapping[str, float]) -> dict[str, float]:
+    """The sparsity each layer's mask really has (exact counts, SPEC §1)."""
+    return {
+        g.name: realised_sparsity(sparsities[g.name], math.prod(g.shape))
+        for g in layers
+        if g.name in sparsities
+    }
+
+
 def flop_report(cfg: TrialConfig) -> tuple[FlopReport, list[LayerRow]]:
     """Inference/training FLOPs and size of the trial against its dense model (SPEC §6).
 
     Training figures cover ``train.steps × length_multiplier`` steps of
-    ``train.batch_size`` samples; the dense reference is the 1x run of the full-width
-    model.
+    ``train.batch_size`` samples, counted iteration by iteration as the training loop
+    counts them (``trainers.methods``); the dense reference is the 1x run of the
+    full-width model. FLOPs use the masks' realised sparsities.
     """
     spec = MODELS[cfg.model.name]
     plan = build_plan(cfg)
+    method = methods.get(cfg.method.name)
     text = spec.kind == "text"
     input_shape = (cfg.data.seq_len,) if text else spec.input_shape
     layers = layer_geometry(plan.model, input_shape, text=text)
@@ -115,27 +171,19 @@ def flop_report(cfg: TrialConfig) -> tuple[FlopReport, list[LayerRow]]:
     dense_layers = layer_geometry(dense_model, input_shape, text=text)
 
     f_dense = inference_flops(dense_layers, {})
-    f_sparse = inference_flops(layers, plan.sparsities)
-    m, t = cfg.method, cfg.train
-    if m.name == "prune":
-        per_sample = pruning_train_flops_per_sample(
-            layers,
-            plan.sparsities,
-            total_steps=t.total_steps,
-            start=round(m.prune_start * t.total_steps),
-            end=round(m.prune_end * t.total_steps),
-            every=m.prune_every,
-        )
-    else:
-        per_sample = train_flops_per_sample(
-            m.name, f_sparse, f_dense, delta_t=cfg.delta_t, step_on_update=m.step_on_update
-        )
+    sparsities = realised(layers, plan.sparsities)
+
+    def f_sparse(level: float) -> float:
+        scaled = {n: s * level for n, s in plan.sparsities.items()}
+        return inference_flops(layers, realised(layers, scaled))
+
+    t = cfg.train
     report = FlopReport(
-        inference_flops=f_sparse,
+        inference_flops=inference_flops(layers, sparsities),
         inference_flops_dense=f_dense,
-        train_flops=per_sample * t.batch_size * t.total_steps,
+        train_flops=method.train_flops_per_sample(cfg, f_sparse, f_dense) * t.batch_size,
         train_flops_dense=3.0 * f_dense * t.batch_size * t.steps,
-        size_bytes=model_size_bytes(layers, plan.sparsities),
+        size_bytes=model_size_bytes(layers, sparsities),
         size_bytes_dense=model_size_bytes(dense_layers, {}),
     )
     rows = []
@@ -143,6 +191,13 @@ def flop_report(cfg: TrialConfig) -> tuple[FlopReport, list[LayerRow]]:
         s = plan.sparsities.get(layer.name, 0.0)
         numel = math.prod(layer.shape)
         rows.append(
-            LayerRow(layer.name, layer.shape, s, numel, num_active(s, numel), layer_flops(layer, s))
+            LayerRow(
+                layer.name,
+                layer.shape,
+                s,
+                numel,
+                num_active(s, numel),
+                layer_flops(layer, sparsities.get(layer.name, 0.0)),
+            )
         )
     return report, rows

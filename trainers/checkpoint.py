@@ -26,7 +26,7 @@ def rng_state() -> dict[str, Any]:
         "python": random.getstate(),
         "numpy": {
             "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)),
             "pos": pos,
             "has_gauss": has_gauss,
             "cached_gaussian": cached,

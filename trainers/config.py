@@ -1,18 +1,22 @@
-"""Typed trial configuration.
+"""Typed trial configuration: a leaf module (it imports no other module of the project).
 
 These dataclasses are the schema of one trial. The orchestrator registers them with
 Hydra's ConfigStore, composes YAML from `conf/` on top of them and hands the trainer a
 plain `TrialConfig` object: nothing below this module ever sees a DictConfig.
 `validate()` gives every bad value one message naming the key, the value and what is
-allowed.
+allowed; it checks values on their own. What needs the registries (model, data set and
+method names, layer names) is checked by `trainers.build.check`, which compose calls
+next.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-METHODS = ("dense", "small_dense", "static", "set", "snfs", "rigl", "snip", "prune")
 DISTRIBUTIONS = ("uniform", "er", "erk")
 DROP_FRACTION_SCHEDULES = ("cosine", "constant", "linear")
 OPTIMIZERS = ("sgd", "adamw")
@@ -139,13 +143,11 @@ def _finite(x: object) -> bool:
 
 
 def validate(cfg: TrialConfig) -> TrialConfig:
-    """Raise ConfigError for the first value outside what is allowed.
+    """Raise ConfigError for the first value outside what is allowed; return cfg unchanged.
 
-    Returns cfg with model-dependent defaults (``data.name``) filled in.
+    Names that index a registry (model, method, data set) and layer names are checked by
+    ``trainers.build.check``.
     """
-    from trainers.data import DATASETS
-    from trainers.models import MODELS
-
     _check(
         _finite(cfg.sparsity) and 0 <= cfg.sparsity < 1,
         "sparsity",
@@ -158,14 +160,12 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     _check(_finite(cfg.alpha) and 0 < cfg.alpha <= 1, "alpha", cfg.alpha, "a number in (0, 1]")
     _check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
 
-    _check(cfg.model.name in MODELS, "model", cfg.model.name, f"one of {sorted(MODELS)}")
     _check(
         _finite(cfg.model.width) and cfg.model.width > 0,
         "model.width",
         cfg.model.width,
         "a number > 0",
     )
-    _check_layers(cfg)
     _check(
         cfg.distribution.name in DISTRIBUTIONS,
         "distribution",
@@ -182,7 +182,6 @@ def validate(cfg: TrialConfig) -> TrialConfig:
         _check(_finite(s) and 0 <= s < 1, f"distribution.custom.{layer}", s, "a number in [0, 1)")
 
     m = cfg.method
-    _check(m.name in METHODS, "method", m.name, f"one of {list(METHODS)}")
     _check(
         m.drop_fraction in DROP_FRACTION_SCHEDULES,
         "method.drop_fraction",
@@ -220,9 +219,6 @@ def validate(cfg: TrialConfig) -> TrialConfig:
         "an integer >= 1",
     )
 
-    if cfg.data.name is None:
-        cfg.data.name = MODELS[cfg.model.name].default_data
-    _check(cfg.data.name in DATASETS, "data.name", cfg.data.name, f"one of {sorted(DATASETS)}")
     _check(cfg.data.num_workers >= 0, "data.num_workers", cfg.data.num_workers, "an integer >= 0")
     _check(cfg.data.seq_len >= 2, "data.seq_len", cfg.data.seq_len, "an integer >= 2")
 
@@ -292,23 +288,20 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     return cfg
 
 
-def _check_layers(cfg: TrialConfig) -> None:
-    """Layer names in model.dense_layers and distribution.custom must name masked layers."""
-    import torch
+def flatten(config: TrialConfig | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The config as {dotted key: value}: {"sparsity": 0.9, "method.name": "rigl", ...}.
 
-    from trainers.models import MODELS, build_model, masked_layer_names
-
-    if cfg.model.dense_layers is None and not cfg.distribution.custom:
-        return
-    with torch.device("meta"):
-        model = build_model(cfg.model.name, width=cfg.model.width)
-    spec = MODELS[cfg.model.name]
-    dense = spec.default_dense if cfg.model.dense_layers is None else cfg.model.dense_layers
-    masked = masked_layer_names(model, dense)
-    for layer in cfg.distribution.custom:
-        _check(
-            layer in masked,
-            "distribution.custom",
-            layer,
-            f"names of masked layers, e.g. {masked[:3]}",
-        )
+    Nested mappings become dotted keys; an empty one stays a single entry (so
+    ``distribution.custom`` never disappears). The one flattening of the project: params,
+    trial keys and ``trials.json`` all use it.
+    """
+    tree: Mapping[str, Any] = (
+        dataclasses.asdict(config) if isinstance(config, TrialConfig) else config
+    )
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

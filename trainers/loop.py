@@ -26,21 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers import checkpoint
+from trainers import checkpoint, methods
 from trainers.build import build_plan
-from trainers.config import OptimConfig, TrialConfig
+from trainers.config import OptimConfig, TrialConfig, flatten
 from trainers.data import build_data
 from trainers.masks_io import save_masks
-from trainers.models import layer_geometry
+from trainers.methods import Iteration
+from trainers.models import build_model, layer_geometry
 from trainers.optim import build_optimizer
-from trainers.sparsity import (
-    FlopReport,
-    Updater,
-    UpdateStats,
-    inference_flops,
-    make_updater,
-    model_size_bytes,
-)
+from trainers.sparsity import FlopReport, Updater, UpdateStats, inference_flops, model_size_bytes
 from trainers.tracking import Tracker
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
@@ -76,22 +70,6 @@ class _Counters:
     last_eval_loss: float = math.nan
     wall_time_s: float = 0.0
     flop_curve: list[list[float]] = field(default_factory=list)  # [step, flops, accuracy]
-
-
-def flatten_config(cfg: TrialConfig) -> dict[str, Any]:
-    """Dotted keys -> values, e.g. {"sparsity": 0.9, "method.name": "rigl", ...}."""
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        for key, value in node.items():
-            name = f"{prefix}{key}"
-            if isinstance(value, dict) and value:
-                walk(f"{name}.", value)
-            else:
-                out[name] = value
-
-    walk("", asdict(cfg))
-    return out
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -134,36 +112,27 @@ class _Trial:
         self.total_steps = cfg.train.total_steps
         params = dict(self.model.named_parameters())
         self.weights = {name: params[name] for name in plan.masked}
-        m = cfg.method
-        self.updater: Updater | None = make_updater(
-            m.name,
-            self.weights,
-            plan.sparsities,
-            seed=cfg.seed,
-            total_steps=self.total_steps,
-            delta_t=cfg.delta_t,
-            alpha=cfg.alpha,
-            drop_fraction=m.drop_fraction,
-            end_fraction=m.end_fraction,
-            step_on_update=m.step_on_update,
-            momentum=m.momentum,
-            prune_start=m.prune_start,
-            prune_end=m.prune_end,
-            prune_every=m.prune_every,
-        )
+        self.method = methods.get(cfg.method.name)
+        self.updater: Updater | None = self.method.updater(cfg, self.weights, plan.sparsities)
         self.optimizer = build_optimizer(cfg.optim, self.model)
         if self.updater is not None:
             self.optimizer.keep_masked(self.updater.param_masks())
         self.stream = self.data.train_stream(cfg.train.batch_size, cfg.seed)
         self.layers = layer_geometry(self.model, self.data.input_shape, text=self.text)
+        full_width = build_model(cfg.model.name, width=cfg.model.width)
         self.f_dense = inference_flops(
-            layer_geometry(_full_width_model(cfg), self.data.input_shape, text=self.text), {}
+            layer_geometry(full_width, self.data.input_shape, text=self.text), {}
         )
         self.counters = _Counters()
 
     # -- FLOPs (SPEC §6), counted per iteration as it happens ----------------------------
     def f_sparse(self) -> float:
         return inference_flops(self.layers, self.current_sparsities())
+
+    def count(self, kind: Iteration, f_sparse: float) -> None:
+        """Add one iteration of ``kind`` over a batch to the trial's training FLOPs."""
+        per_sample = self.method.iteration_flops(kind, f_sparse, self.f_dense)
+        self.counters.train_flops += self.cfg.train.batch_size * per_sample
 
     def current_sparsities(self) -> dict[str, float]:
         return self.updater.sparsities() if self.updater else dict.fromkeys(self.weights, 0.0)
@@ -202,12 +171,6 @@ class _Trial:
         self.counters = _Counters(**state["counters"])
 
 
-def _full_width_model(cfg: TrialConfig) -> nn.Module:
-    from trainers.models import build_model
-
-    return build_model(cfg.model.name, width=cfg.model.width)
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -223,6 +186,7 @@ def run_trial(
     local data; everything else the trial produces goes through ``tracker``.
     """
     workdir = Path(workdir).resolve()
+    tracker.log_params(flatten(cfg))
     trial = _Trial(cfg, workdir)
     ckpt_path = workdir / checkpoint.CHECKPOINT_NAME
     resumed_from = None
@@ -230,7 +194,6 @@ def run_trial(
         trial.load_state_dict(checkpoint.load(ckpt_path))
         resumed_from = trial.counters.step
     else:
-        tracker.log_params(flatten_config(cfg))
         _snapshot(trial, tracker, "init")
     started = time.perf_counter() - trial.counters.wall_time_s
     _train(trial, tracker, progress, started)
@@ -267,9 +230,8 @@ def _dense_grads(trial: _Trial, step: int) -> dict[str, torch.Tensor]:
 
 def _train(trial: _Trial, tracker: Tracker, progress: ProgressFn | None, started: float) -> None:
     cfg, c, updater = trial.cfg, trial.counters, trial.updater
-    batch, total = cfg.train.batch_size, trial.total_steps
-    f_dense, f_sparse = trial.f_dense, trial.f_sparse()
-    dense_method = updater is None and cfg.method.name == "dense"
+    total = trial.total_steps
+    f_sparse = trial.f_sparse()
     log_every = max(1, min(50, cfg.train.eval_every))
     snapshot_steps = {
         round(total * (i + 1) / (cfg.train.mask_snapshots + 1))
@@ -290,21 +252,19 @@ def _train(trial: _Trial, tracker: Tracker, progress: ProgressFn | None, started
 
         if updater is not None and updater.replaces_step(step):
             stats = updater.update(step, _dense_grads(trial, step), optimizer)
-            c.train_flops += batch * (2 * f_sparse + f_dense)
+            trial.count(Iteration.UPDATE, f_sparse)
             f_sparse = trial.f_sparse()
             _log_update(tracker, stats, step)
             continue
 
-        grads = None
-        iteration_flops = 3 * (f_dense if dense_method else f_sparse)
+        kind, grads = Iteration.STEP, None
         if updater is not None:
             if updater.observes_every_step:
                 updater.observe(_dense_grads(trial, step))
-                iteration_flops = 2 * f_sparse + f_dense
             if updater.after_step(step):
+                kind = Iteration.STEP_UPDATE
+                # The step changes the gradients in place (masking, clipping): keep G.
                 grads = {n: g.clone() for n, g in _dense_grads(trial, step).items()}
-                if cfg.method.name == "rigl":
-                    iteration_flops = 2 * f_sparse + f_dense
         if cfg.optim.grad_clip:
             optimizer.mask_gradients()  # the norm is over active weights only
             nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
@@ -312,8 +272,8 @@ def _train(trial: _Trial, tracker: Tracker, progress: ProgressFn | None, started
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.step()
-        c.train_flops += batch * iteration_flops
-        if grads is not None:
+        trial.count(kind, f_sparse)
+        if updater is not None and grads is not None:
             stats = updater.update(step, grads, optimizer)
             f_sparse = trial.f_sparse()
             _log_update(tracker, stats, step)

@@ -15,13 +15,13 @@ import torch
 
 def save_masks(path: Path, masks: Mapping[str, torch.Tensor]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
     for name, mask in masks.items():
         flat = mask.detach().to("cpu", torch.bool).numpy().reshape(-1)
         arrays[name] = np.packbits(flat)
         arrays[f"{name}.shape"] = np.asarray(mask.shape, dtype=np.int64)
     tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
+    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]  # stub: allow_pickle: bool
     tmp.replace(path)
     return path
 

@@ -76,6 +76,7 @@ class SGD(_KeepsMasked, torch.optim.SGD):
 
     def _step_one(self, p: torch.Tensor, group: dict) -> None:
         g, lr, mu = p.grad, group["lr"], group["momentum"]
+        assert g is not None  # step() passes only parameters with a gradient
         decay, damp = group["weight_decay"], group["dampening"]
         if mu == 0:
             update = g.add(p, alpha=decay) if decay else g

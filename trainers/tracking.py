@@ -30,6 +30,9 @@ class Tracker(Protocol):
     def log_summary(self, summary: dict[str, float]) -> None:
         """Record the final summary metrics of the trial."""
 
+    def close(self) -> None:
+        """Send whatever is still buffered; the last call."""
+
 
 @dataclass
 class MemoryTracker:
@@ -66,6 +69,9 @@ class MemoryTracker:
 
     def log_summary(self, summary: dict[str, float]) -> None:
         self.summary.update(summary)
+
+    def close(self) -> None:
+        pass
 
     def curve(self, name: str) -> list[tuple[int, float]]:
         return self.metrics.get(name, [])

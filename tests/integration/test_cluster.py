@@ -20,12 +20,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.compose import compose_trial
-from orchestrator.ledger import tracking_server
+from orchestrator.tracking.server import tracking_server
+from tests.support import descendants, wait_until
 from trainers.loop import run_trial
 from trainers.tracking import MemoryTracker
 
 pytestmark = pytest.mark.integration
 
+OUTAGE_S = 12.0
 PROGRESS = re.compile(r"([0-9a-f]{12}) (\d+)/(\d+)")
 
 
@@ -118,10 +120,11 @@ def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(tmp_path, monk
     home = tmp_path / "home"
     proc = _start(home, "sweep", *long(), "--name", "killed-worker")
     lines = _wait_for_steps(proc, 600)
-    pids = subprocess.run(["pgrep", "-f", "ray::trial "], capture_output=True, text=True)
-    assert pids.stdout.split(), "no trial worker found"
-    for pid in pids.stdout.split():
-        os.kill(int(pid), signal.SIGKILL)
+    # The embedded cluster's workers descend from the driver this test started.
+    workers = [pid for pid, cmd in descendants(proc.pid).items() if cmd.startswith("ray::trial")]
+    assert workers, "no trial worker found among the driver's processes"
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
     code, text = _finish(proc, lines)
     assert code == 0, text
     runs = _ledger_runs(home, _sweep_id(text), monkeypatch)
@@ -136,10 +139,17 @@ def test_killed_driver_leaves_stale_attempts_that_rerun_finishes(tmp_path, monke
     home = tmp_path / "home"
     proc = _start(home, "sweep", *long(1500), "seed=0,1,2", "--name", "driver")
     lines = _wait_for_steps(proc, 300)
+    # The private tracking server, started through its guard, must not outlive the driver.
+    server = [pid for pid, cmd in descendants(proc.pid).items() if "orchestrator.guard" in cmd]
+    assert server, "no private tracking server among the driver's processes"
     proc.kill()  # SIGKILL: no chance to record anything
     _, text = _finish(proc, lines)
     sweep_id = _sweep_id(text)
-    time.sleep(3)
+    wait_until(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in server),
+        60,
+        "the killed driver's tracking server to stop",
+    )
 
     status = _rigl(home, "status", sweep_id, "--json")
     assert status.returncode == 0, status.stderr
@@ -286,7 +296,9 @@ def test_tracking_server_restart_loses_nothing(tmp_path):
         lines = _wait_for_steps(proc, 300)
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-        time.sleep(10)  # trials keep training while their logging retries
+        # The outage itself, not a wait for something: the server stays down longer than a
+        # tracker's flush interval (10 s), so every trial's logging meets it and retries.
+        time.sleep(OUTAGE_S)
         server = _mlflow_server(root, port)
         _wait_healthy(port)
         code, text = _finish(proc, lines)

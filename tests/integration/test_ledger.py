@@ -1,4 +1,4 @@
-"""orchestrator.ledger against a real private `mlflow server` in a temporary RIGL_HOME."""
+"""The MLflow ledger against a real private `mlflow server` in a temporary RIGL_HOME."""
 
 from __future__ import annotations
 
@@ -7,24 +7,18 @@ import json
 import re
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
-import requests
-from mlflow.exceptions import MlflowException, RestException
 
-from orchestrator.compose import UsageError
-from orchestrator.ledger import (
-    Ledger,
-    MlflowTracker,
-    TrackingUnavailableError,
-    _Retry,
-    _transient,
-    new_sweep_id,
-    tracking_server,
-)
+from orchestrator.driver import summarize
+from orchestrator.errors import UsageError
+from orchestrator.records import new_sweep_id
 from orchestrator.sweep import Trial, expand, trials_json
+from orchestrator.tracking.ledger import MlflowLedger
+from orchestrator.tracking.retry import TrackingUnavailableError
+from orchestrator.tracking.server import tracking_server
+from trainers.config import flatten
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +44,8 @@ def server(home):
 
 
 @pytest.fixture(scope="module")
-def ledger(server) -> Ledger:
-    return Ledger(server[0])
+def ledger(server) -> MlflowLedger:
+    return MlflowLedger(server[0])
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -91,8 +85,10 @@ def test_a_sweep_and_its_attempts_read_back(ledger, trials, tmp_path):
     assert ledger.find_sweep("it's") is None
 
     good = ledger.start_attempt(sweep_id, trials[0], 1, git_sha="0123abc")
-    with good.tracker() as tracker:
-        tracker.log_params({"sparsity": 0.8, "extra": {"api_token": "hunter2", "note": "x"}})
+    with ledger.tracker(good) as tracker:
+        # As the trainer does, once: the flattened config (and nothing that names a secret).
+        secret = {"extra": {"api_token": "hunter2", "note": "x"}}
+        tracker.log_params({**flatten(trials[0].config), **secret})
         for step in range(0, 10, 2):
             tracker.log_metrics({"train_loss": 1.0 / (step + 1), "eval_accuracy": 0.1 * step}, step)
         checkpoint = tmp_path / "ckpt.pt"
@@ -100,25 +96,24 @@ def test_a_sweep_and_its_attempts_read_back(ledger, trials, tmp_path):
         tracker.log_artifact(checkpoint, "checkpoints")
         tracker.log_json({"fc1.weight": [0, 1]}, "masks/step_8.json")
         tracker.log_summary({"final_accuracy": 0.93, "train_multiplier": 0.42})
-    ledger.end_attempt(good.run_id, "FINISHED")
+    ledger.end_attempt(good, "FINISHED")
 
     bad = ledger.start_attempt(sweep_id, trials[2], 1, git_sha="0123abc")
     trace = 'Traceback (most recent call last):\n  File "loop.py"\nFloatingPointError: loss is nan'
-    ledger.end_attempt(
-        bad.run_id, "FAILED", error="FloatingPointError: loss is nan", traceback=trace
-    )
+    ledger.end_attempt(bad, "FAILED", error="FloatingPointError: loss is nan", traceback=trace)
     with pytest.raises(ValueError, match="status='DONE' is not allowed"):
-        ledger.end_attempt(bad.run_id, "DONE")
+        ledger.end_attempt(bad, "DONE")
 
     [info] = [s for s in ledger.sweeps() if s.sweep_id == sweep_id]
-    assert (info.name, info.run_id, info.trials, info.finished, info.failed, info.running) == (
+    counts = summarize(ledger, info)
+    assert (info.name, info.run_id, info.trials, counts.finished, counts.failed) == (
         "study-a",
         parent,
         4,
         1,
         1,
-        0,
     )
+    assert counts.running == counts.killed == 0
     assert info.overrides == tuple(overrides)
     assert ledger.find_sweep(sweep_id) == info
     assert ledger.find_sweep("no-such-sweep") is None
@@ -128,7 +123,7 @@ def test_a_sweep_and_its_attempts_read_back(ledger, trials, tmp_path):
         trials[0].key,
         1,
         "FINISHED",
-        good.run_id,
+        good,
     )
     assert first.final_accuracy == pytest.approx(0.93)
     assert first.swept == trials[0].swept and first.error is None
@@ -140,11 +135,12 @@ def test_a_sweep_and_its_attempts_read_back(ledger, trials, tmp_path):
     assert second.error == "FloatingPointError: loss is nan"
     assert second.swept["delta_t"] is None  # static ignores ΔT
     assert first.start_time <= second.start_time
-    assert ledger.finished_keys(sweep_id) == {trials[0].key}
+    assert first.params["method.name"] == "rigl" and first.metrics["train_multiplier"] == 0.42
+    assert first.tags["rigl.group_key"] == trials[0].group_key and first.experiment_id
     assert ledger.sweep_trials(sweep_id) == json.loads(json.dumps(trials_json(trials)))
 
     client = ledger.client
-    run = client.get_run(good.run_id)
+    run = client.get_run(good)
     assert run.data.tags["mlflow.parentRunId"] == parent
     assert run.data.tags["rigl.trial_key"] == trials[0].key
     assert run.data.tags["rigl.attempt"] == "1"
@@ -156,19 +152,23 @@ def test_a_sweep_and_its_attempts_read_back(ledger, trials, tmp_path):
     assert params["method.name"] == "rigl" and params["train.steps"] == "10"
     assert params["extra.note"] == "x"
     assert not any("token" in key for key in params)
-    assert [
-        (m.step, m.value) for m in client.get_metric_history(good.run_id, "final_accuracy")
-    ] == [(8, 0.93)]
-    assert len(client.get_metric_history(good.run_id, "train_loss")) == 5
+    assert [(m.step, m.value) for m in client.get_metric_history(good, "final_accuracy")] == [
+        (8, 0.93)
+    ]
+    assert len(client.get_metric_history(good, "train_loss")) == 5
+    histories = ledger.metric_histories([good, bad], "train_loss")
+    assert histories[good] == [(s, 1.0 / (s + 1)) for s in range(0, 10, 2)] and not histories[bad]
+    assert ledger.read_json(good, "masks/step_8.json") == {"fc1.weight": [0, 1]}
+    assert ledger.read_json(good, "masks/none.json") is None
     assert run.data.metrics["train_multiplier"] == pytest.approx(0.42)
-    paths = _artifacts(client, good.run_id)
+    paths = _artifacts(client, good)
     assert {"config.yaml", "checkpoints/ckpt.pt", "masks/step_8.json", "summary.json"} <= paths
-    config = Path(client.download_artifacts(good.run_id, "config.yaml", str(tmp_path)))
+    config = Path(client.download_artifacts(good, "config.yaml", str(tmp_path)))
     assert "sparsity: 0.8" in config.read_text()
 
-    failed = client.get_run(bad.run_id)
+    failed = client.get_run(bad)
     assert failed.info.status == "FAILED"
-    error = Path(client.download_artifacts(bad.run_id, "error.txt", str(tmp_path)))
+    error = Path(client.download_artifacts(bad, "error.txt", str(tmp_path)))
     assert error.read_text() == trace
 
     newer = new_sweep_id() + "-b"
@@ -193,7 +193,8 @@ def test_eight_concurrent_trackers_lose_no_metric_point(ledger, trials):
     def log(run) -> None:
         try:
             # A flush every 10 points: 20 concurrent requests per tracker, not one.
-            with run.tracker(flush_points=10) as tracker:
+            with ledger.tracker(run) as tracker:
+                tracker.flush_points = 10
                 start.wait()
                 for step in range(200):
                     tracker.log_metrics({"train_loss": step / 200}, step)
@@ -207,64 +208,8 @@ def test_eight_concurrent_trackers_lose_no_metric_point(ledger, trials):
         thread.join(timeout=120)
     assert not errors
     for run in runs:
-        history = ledger.client.get_metric_history(run.run_id, "train_loss")
-        assert sorted(m.step for m in history) == list(range(200)), run.run_id
-
-
-def test_tracker_gives_up_on_an_unreachable_server_naming_it():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
-    tracker = MlflowTracker.connect(uri, "0" * 32, unreachable_after=1.5, flush_points=1)
-    start = time.monotonic()
-    with pytest.raises(TrackingUnavailableError, match=f"tracking server at {uri} was unreachable"):
-        tracker.log_metrics({"train_loss": 1.0}, 0)
-    assert 1.5 <= time.monotonic() - start < 10
-
-
-def test_only_network_failures_and_retryable_statuses_are_transient():
-    try:
-        try:
-            raise requests.ConnectionError("refused")
-        except requests.ConnectionError:
-            raise MlflowException("API request to http://x failed with exception refused")  # noqa: B904
-    except MlflowException as wrapped:
-        assert _transient(wrapped)
-    assert _transient(RestException({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "busy"}))
-    assert not _transient(RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "x"}))
-    assert not _transient(MlflowException("a client-side error"))
-    assert not _transient(ValueError("bug"))
-
-
-def test_retry_backs_off_until_the_call_succeeds_and_stops_on_other_errors():
-    calls = []
-
-    def flaky():
-        calls.append(time.monotonic())
-        if len(calls) < 3:
-            raise requests.ConnectionError("refused")
-        return "ok"
-
-    assert _Retry("http://x", limit=10)("flaky", flaky) == "ok"
-    assert len(calls) == 3 and 0.25 <= calls[1] - calls[0] <= 0.6
-
-    def broken():
-        calls.append(0)
-        raise ValueError("not transient")
-
-    calls.clear()
-    with pytest.raises(ValueError, match="not transient"):
-        _Retry("http://x", limit=10)("broken", broken)
-    assert len(calls) == 1
-
-
-def test_an_mlflow_tracking_uri_is_used_as_it_is(monkeypatch, tmp_path):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
-    monkeypatch.setenv("RIGL_HOME", str(tmp_path))
-    with tracking_server() as uri:
-        assert uri == "http://tracking.example:5000"
-    assert not (tmp_path / "mlflow").exists()
+        history = ledger.client.get_metric_history(run, "train_loss")
+        assert sorted(m.step for m in history) == list(range(200)), run
 
 
 def test_a_server_that_does_not_answer_in_time_is_a_clear_error(tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ import requests
 from mlflow.tracking import MlflowClient
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from orchestrator.ledger import LocalStore
+from orchestrator.tracking.server import LocalStore
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
 from orchestrator.compose import compose_trial
-from orchestrator.ledger import tracking_server
+from orchestrator.tracking.server import tracking_server
 from trainers.loop import run_trial
 from trainers.tracking import MemoryTracker
 

@@ -9,7 +9,8 @@ from itertools import product
 
 import pytest
 
-from orchestrator.compose import UsageError, compose_trial, conf_dir, group_options
+from orchestrator.compose import compose_trial, conf_dir, group_options
+from orchestrator.errors import UsageError
 from orchestrator.sweep import (
     SWEEP_KEYS,
     Trial,

@@ -84,6 +84,10 @@ def build_model(name: str, *, width: float = 1.0, num_classes: int | None = None
     )
 
 
+def _depthwise(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1
+
+
 def masked_layer_names(model: nn.Module, dense: Sequence[str] = ()) -> list[str]:
     """Names of the weights that carry a mask, in ``named_parameters()`` order.
 
@@ -109,9 +113,7 @@ def masked_layer_names(model: nn.Module, dense: Sequence[str] = ()) -> list[str]
     convs = [name for name, module in candidates.items() if isinstance(module, nn.Conv2d)]
     by_token = {
         "first_conv": convs[:1],
-        "depthwise": [
-            name for name in convs if candidates[name].groups == candidates[name].in_channels > 1
-        ],
+        "depthwise": [n for n in convs if _depthwise(candidates[n])],
     }
 
     excluded: set[str] = set()

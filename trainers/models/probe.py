@@ -59,8 +59,8 @@ def layer_geometry(
 
     geometry = []
     for name, weight in model.named_parameters():
-        module = counted.get(id(weight))
-        if module is None:
+        layer = counted.get(id(weight))
+        if layer is None:
             continue
         shape = tuple(weight.shape)
         geometry.append(
@@ -68,7 +68,7 @@ def layer_geometry(
                 name=name,
                 shape=shape,
                 fan_in=math.prod(shape[1:]),
-                out_elements=out_elements[id(module)],
+                out_elements=out_elements[id(layer)],
                 out_channels=shape[0],
             )
         )

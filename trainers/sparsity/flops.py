@@ -1,4 +1,5 @@
-"""FLOP and model-size accounting (SPEC §6).
+"""FLOP and model-size accounting per layer (SPEC §6); what a training iteration of each
+method costs is ``trainers.methods``' business.
 
 Counting rules are the MicroNet rules used by the RigL paper: per output element of a
 Conv or Linear layer with dense dot-product length K and sparsity s,
@@ -14,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from trainers.sparsity.masks import num_zeros
-from trainers.sparsity.schedules import pruning_sparsity
 
 
 @dataclass(frozen=True)
@@ -45,62 +45,6 @@ def layer_flops(layer: LayerGeometry, sparsity: float) -> float:
 def inference_flops(layers: Sequence[LayerGeometry], sparsities: Mapping[str, float]) -> float:
     """Forward FLOPs of one sample; layers missing from ``sparsities`` are dense."""
     return sum(layer_flops(layer, sparsities.get(layer.name, 0.0)) for layer in layers)
-
-
-def train_flops_per_sample(
-    method: str,
-    f_sparse: float,
-    f_dense: float,
-    *,
-    delta_t: int = 100,
-    step_on_update: bool = False,
-) -> float:
-    """Training FLOPs per sample and step (SPEC §6), for every method but ``prune``.
-
-    A training step costs a forward pass and a backward pass of twice its FLOPs (grads of
-    activations and of weights), 3 f. Computing the dense gradient of the weights adds
-    f_D - f_S: SNFS does it every step (2 f_S + f_D). RigL does it once every ΔT steps on
-    an extra batch with no optimizer step, amortised as (3 f_S ΔT + 2 f_S + f_D) / (ΔT + 1);
-    with ``step_on_update`` one of every ΔT steps costs 2 f_S + f_D instead of 3 f_S.
-    """
-    if method in ("dense", "small_dense"):
-        return 3.0 * f_dense if method == "dense" else 3.0 * f_sparse
-    if method in ("static", "snip", "set"):
-        return 3.0 * f_sparse
-    if method == "snfs":
-        return 2.0 * f_sparse + f_dense
-    if method == "rigl":
-        if step_on_update:
-            return (3.0 * f_sparse * (delta_t - 1) + 2.0 * f_sparse + f_dense) / delta_t
-        return (3.0 * f_sparse * delta_t + 2.0 * f_sparse + f_dense) / (delta_t + 1)
-    raise ValueError(f"method={method!r} has no closed-form training FLOPs")
-
-
-def pruning_train_flops_per_sample(
-    layers: Sequence[LayerGeometry],
-    sparsities: Mapping[str, float],
-    *,
-    total_steps: int,
-    start: int,
-    end: int,
-    every: int,
-) -> float:
-    """Gradual magnitude pruning: the average over training steps of 3 f(s_t).
-
-    The mask of step t is the one set by the last pruning step before t (dense before t_b), with
-    s_l(t) = s_l (1 - (1 - p)^3); pruning steps are t_b, t_b + every, … and t_e.
-    """
-    prune_steps = sorted(t for t in {*range(start, end + 1, every), end} if t < total_steps)
-    # Step first, then prune: the mask pruned at step t is in place from step t + 1.
-    starts = [0] + [t + 1 for t in prune_steps]
-    levels = [0.0] + [pruning_sparsity(1.0, t, start, end) for t in prune_steps]
-    total = 0.0
-    for i, (first, level) in enumerate(zip(starts, levels, strict=True)):
-        span = min(starts[i + 1] if i + 1 < len(starts) else total_steps, total_steps) - first
-        if span > 0:
-            scaled = {name: s * level for name, s in sparsities.items()}
-            total += span * 3.0 * inference_flops(layers, scaled)
-    return total / total_steps
 
 
 def model_size_bytes(layers: Sequence[LayerGeometry], sparsities: Mapping[str, float]) -> float:

@@ -24,6 +24,11 @@ def num_active(sparsity: float, numel: int) -> int:
     return numel - num_zeros(sparsity, numel)
 
 
+def realised_sparsity(sparsity: float, numel: int) -> float:
+    """The sparsity a mask of target ``sparsity`` really has: 1 - (N - floor(sN)) / N."""
+    return 1.0 - num_active(sparsity, numel) / numel if numel else 0.0
+
+
 def random_mask(
     shape: tuple[int, ...],
     sparsity: float,

@@ -29,7 +29,7 @@ from typing import ClassVar, final
 
 import torch
 
-from trainers.sparsity.masks import num_active, random_masks, select, select_indices
+from trainers.sparsity.masks import num_active, select, select_indices
 from trainers.sparsity.optim_state import reset_optimizer_state
 from trainers.sparsity.schedules import DropFraction, UpdateSchedule, pruning_sparsity
 
@@ -103,7 +103,6 @@ def _drop_and_grow(
 class Updater(ABC):
     """Masks of named weights and the rule that changes them."""
 
-    key: ClassVar[str]
     observes_every_step: ClassVar[bool] = False
 
     def __init__(
@@ -215,8 +214,6 @@ class Updater(ABC):
 class Static(Updater):
     """Random mask at initialisation, never changed (the paper's "Static")."""
 
-    key = "static"
-
     def update(
         self, step: int, grads: Tensors | None, optimizer: torch.optim.Optimizer | None = None
     ) -> UpdateStats:
@@ -300,8 +297,6 @@ class DropAndGrow(Updater):
 class Set(DropAndGrow):
     """SET (Mocanu et al. 2018): grow at uniformly random positions; step, then update."""
 
-    key = "set"
-
     def grow_scores(self, name: str, grad: torch.Tensor | None) -> torch.Tensor:
         shape = self.masks[name].shape
         return torch.rand(shape, generator=self.generator).to(self.masks[name].device)
@@ -315,7 +310,6 @@ class Snfs(DropAndGrow):
     pass, m_0 = 0. Step, then update.
     """
 
-    key = "snfs"
     observes_every_step = True
 
     def __init__(
@@ -362,8 +356,6 @@ class Rigl(DropAndGrow):
     t = 0, before any training. ``step_on_update`` gives step-then-update instead.
     """
 
-    key = "rigl"
-
     def __init__(
         self,
         weights: Mapping[str, torch.Tensor],
@@ -394,8 +386,6 @@ class Snip(Updater):
     """SNIP (Lee et al. 2019): on the first batch keep, per layer, the N_l - floor(s_l N_l)
     entries with the largest |g ⊙ w| of the dense network; no optimizer step on that
     batch; the mask is fixed afterwards."""
-
-    key = "snip"
 
     def __init__(
         self, weights: Mapping[str, torch.Tensor], sparsities: Mapping[str, float], *, seed: int
@@ -430,8 +420,6 @@ class Prune(Updater):
     """Gradual magnitude pruning (Zhu & Gupta 2017): starts dense; every ``every`` steps
     from t_b to t_e the layer keeps its N_l - floor(s_l(t) N_l) largest |W|, with
     s_l(t) = s_l (1 - (1 - p)^3). Step, then prune."""
-
-    key = "prune"
 
     def __init__(
         self,
@@ -474,72 +462,3 @@ class Prune(Updater):
             stats.dropped[name] = active - keep
         self.apply_masks()
         return self._finish(stats)
-
-
-UPDATERS: dict[str, type[Updater]] = {
-    cls.key: cls for cls in (Static, Set, Snfs, Rigl, Snip, Prune)
-}
-DENSE_METHODS = ("dense", "small_dense")
-SPARSE_METHODS = tuple(UPDATERS)
-
-
-def make_updater(
-    method: str,
-    weights: Mapping[str, torch.Tensor],
-    sparsities: Mapping[str, float],
-    *,
-    seed: int,
-    total_steps: int,
-    delta_t: int = 100,
-    alpha: float = 0.3,
-    drop_fraction: str = "cosine",
-    end_fraction: float = 0.75,
-    step_on_update: bool = False,
-    momentum: float = 0.9,
-    prune_start: float = 0.1,
-    prune_end: float = 0.6,
-    prune_every: int = 100,
-) -> Updater | None:
-    """Build the updater of ``method`` over ``weights`` (None for the dense methods).
-
-    ``sparsities`` are per-layer targets (from a distribution); drop-and-grow methods
-    and ``static`` start from seeded random masks with exactly those counts, ``snip`` and
-    ``prune`` start dense. Steps are optimizer steps; T_end = end_fraction · total_steps.
-    """
-    if method in DENSE_METHODS:
-        return None
-    if method not in UPDATERS:
-        raise ValueError(f"method={method!r}: allowed {list(DENSE_METHODS + SPARSE_METHODS)}")
-    if method == "snip":
-        return Snip(weights, sparsities, seed=seed)
-    if method == "prune":
-        return Prune(
-            weights,
-            sparsities,
-            seed=seed,
-            start=round(prune_start * total_steps),
-            end=round(prune_end * total_steps),
-            every=prune_every,
-        )
-    shapes = {name: tuple(w.shape) for name, w in weights.items()}
-    device = next(iter(weights.values())).device if weights else "cpu"
-    masks = random_masks(shapes, sparsities, seed, device)
-    if method == "static":
-        return Static(weights, masks, seed=seed)
-    t_end = round(end_fraction * total_steps)
-    fraction = DropFraction(alpha=alpha, t_end=t_end, kind=drop_fraction)
-    schedule = UpdateSchedule(delta_t=delta_t, t_end=t_end)
-    if method == "set":
-        return Set(weights, masks, seed=seed, drop_fraction=fraction, schedule=schedule)
-    if method == "snfs":
-        return Snfs(
-            weights, masks, seed=seed, drop_fraction=fraction, schedule=schedule, momentum=momentum
-        )
-    return Rigl(
-        weights,
-        masks,
-        seed=seed,
-        drop_fraction=fraction,
-        schedule=schedule,
-        step_on_update=step_on_update,
-    )

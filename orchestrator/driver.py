@@ -1,0 +1,379 @@
+"""A sweep's lifecycle and the attempt state machine, written against two protocols.
+
+``Ledger`` records sweeps and attempts (``orchestrator.tracking.ledger.MlflowLedger``; the
+in-memory ``orchestrator.fakes.MemoryLedger``); ``Executor`` runs attempts somewhere
+(``orchestrator.executor.RayExecutor``; the in-process ``orchestrator.fakes.InProcessExecutor``).
+Everything that decides an attempt's or a trial's state lives here and nowhere else:
+
+* an attempt is opened RUNNING by ``run_attempt`` wherever the executor runs it, numbered
+  one past the trial's latest attempt, and closed FINISHED, or FAILED with the trial's own
+  error. A predecessor still RUNNING when a new attempt opens lost its worker (the
+  executor retried it): it is closed FAILED (``WORKER_LOST``) and the new attempt resumes
+  from the last checkpoint the trial uploaded;
+* ``run_sweep`` creates the sweep (or reopens it, keeping only trials without a FINISHED
+  attempt), heartbeats while the executor works, closes what the executor could not
+  finish (lost workers, trials never placed; KILLED on Ctrl-C) and ends the sweep;
+* a RUNNING attempt of a sweep whose driver is gone is stale: shown KILLED
+  (``trial_rows``) and recorded KILLED before a rerun (``unfinished``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from orchestrator.errors import UsageError
+from orchestrator.records import (
+    OPEN_STATUSES,
+    RESUMED_FROM,
+    AttemptInfo,
+    SweepInfo,
+    new_sweep_id,
+)
+from orchestrator.sweep import Trial
+from trainers.tracking import Tracker
+
+WORKER_LOST = "the attempt's worker or node died before it ended"
+STALE = "stale: the sweep's driver stopped before this attempt ended"
+STOPPED = "stopped by the user (Ctrl-C)"
+NOT_PLACED = "not placed in time"
+HEARTBEAT_EVERY_S = 10.0
+
+TrainFn = Callable[..., Any]
+"""``(config, tracker, workdir, progress=...) -> result`` with ``result.final_accuracy``
+and ``result.resumed_from_step``, as ``trainers.loop.run_trial``."""
+ReportFn = Callable[[dict[str, Any]], None]
+"""Where an attempt reports its progress: {"attempt", "step", "total", "accuracy"}."""
+
+
+class Ledger(Protocol):
+    """Where sweeps, trials and attempts are recorded (orchestrator.records: the layout)."""
+
+    tracking_uri: str
+
+    def create_sweep(
+        self, study: str, sweep_id: str, overrides: Sequence[str], trials: Sequence[Trial]
+    ) -> str: ...
+    def find_sweep(self, sweep_id: str) -> SweepInfo | None: ...
+    def sweeps(self) -> list[SweepInfo]: ...
+    def sweep_trials(self, sweep_id: str) -> list[dict[str, Any]]: ...
+    def heartbeat(self, sweep_id: str) -> None: ...
+    def reopen_sweep(self, sweep_id: str) -> None: ...
+    def end_sweep(self, sweep_id: str, status: str = "FINISHED") -> None: ...
+    def start_attempt(
+        self,
+        sweep_id: str,
+        trial: Trial,
+        attempt: int,
+        git_sha: str,
+        tags: Mapping[str, str] | None = None,
+    ) -> str: ...
+    def tracker(self, run_id: str) -> Tracker: ...
+    def end_attempt(
+        self, run_id: str, status: str, error: str | None = None, traceback: str | None = None
+    ) -> None: ...
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None: ...
+    def fetch_checkpoint(self, run_id: str, destination: Path) -> bool: ...
+    def attempts(self, sweep_id: str) -> list[AttemptInfo]: ...
+    def metric_histories(
+        self, run_ids: Sequence[str], key: str
+    ) -> dict[str, list[tuple[int, float]]]: ...
+    def read_json(self, run_id: str, path: str) -> Any | None: ...
+    def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class AttemptJob:
+    """What every attempt of a sweep needs besides its trial (it travels to workers)."""
+
+    sweep_id: str
+    git_sha: str
+    work_root: str
+    train_fn: TrainFn | None = None
+    """Replaces ``trainers.loop.run_trial`` (same signature): benchmarks time the
+    machinery around a known amount of work with it."""
+
+
+@dataclass
+class Outcome:
+    """How a trial of this run ended. status: FINISHED, FAILED or KILLED. ``lost``: its
+    worker died and the executor's retries ran out; ``unplaced``: it never got a worker."""
+
+    trial: Trial
+    status: str
+    final_accuracy: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+    lost: bool = False
+    unplaced: bool = False
+
+
+TickFn = Callable[[dict[str, Outcome], dict[str, dict[str, Any]], int], None]
+"""Called about once a second while trials run: (outcomes so far, latest report of each
+running trial, trials still pending)."""
+
+
+class Executor(Protocol):
+    """Runs attempts: one per trial, another when a worker dies, up to its retries."""
+
+    def check_placeable(self, trials: Sequence[Trial]) -> None:
+        """UsageError for a trial no worker could ever host."""
+
+    def run(
+        self, trials: Sequence[Trial], job: AttemptJob, ledger: Ledger, on_tick: TickFn
+    ) -> dict[str, Outcome]:
+        """Every trial's outcome by key. Each attempt is ``run_attempt``; on Ctrl-C the
+        executor stops its work and re-raises KeyboardInterrupt."""
+        ...
+
+
+# --- one attempt, wherever it runs -----------------------------------------------------
+
+
+def run_attempt(
+    ledger: Ledger,
+    trial: Trial,
+    job: AttemptJob,
+    *,
+    report: ReportFn,
+    tags: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Open the trial's next attempt, resume it from its predecessors' last checkpoint,
+    train, and close it. A training exception fails this attempt (recorded with its
+    traceback) and is returned, not raised: it fails this trial only."""
+    train_fn = job.train_fn
+    if train_fn is None:  # torch is imported only where attempts train
+        from trainers.loop import run_trial
+
+        train_fn = run_trial
+    previous = [a for a in ledger.attempts(job.sweep_id) if a.trial_key == trial.key]
+    for lost in previous:
+        if lost.status in OPEN_STATUSES:
+            ledger.end_attempt(lost.run_id, "FAILED", error=WORKER_LOST)
+    number = max((a.attempt for a in previous), default=0) + 1
+    run_id = ledger.start_attempt(job.sweep_id, trial, number, job.git_sha, tags=tags)
+    workdir = Path(job.work_root) / job.sweep_id / trial.key / f"attempt-{number}"
+    for earlier in sorted(previous, key=lambda a: a.attempt, reverse=True):
+        if ledger.fetch_checkpoint(earlier.run_id, workdir / "checkpoint.pt"):
+            break
+    report({"attempt": number, "step": 0})
+
+    def progress(step: int, total: int, metrics: dict[str, float]) -> None:
+        report(
+            {
+                "attempt": number,
+                "step": step,
+                "total": total,
+                "accuracy": metrics.get("eval_accuracy"),
+            }
+        )
+
+    tracker = ledger.tracker(run_id)
+    try:
+        result = train_fn(trial.config, tracker, workdir, progress=progress)
+        tracker.close()
+    except Exception as exc:  # the trial's own failure: record it, fail this trial only
+        text = traceback.format_exc()
+        error = f"{type(exc).__name__}: {exc}"
+        try:
+            tracker.close()
+        finally:
+            ledger.end_attempt(run_id, "FAILED", error=error, traceback=text)
+        return {"status": "FAILED", "error": error, "traceback": text, "attempt": number}
+    if result.resumed_from_step is not None:
+        ledger.set_tags(run_id, {RESUMED_FROM: str(result.resumed_from_step)})
+    ledger.end_attempt(run_id, "FINISHED")
+    return {"status": "FINISHED", "final_accuracy": result.final_accuracy, "attempt": number}
+
+
+# --- a sweep ---------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    """What ``run_sweep`` did: the trials it ran and their outcomes; ``interrupted`` when
+    Ctrl-C stopped it (its running attempts were recorded KILLED)."""
+
+    sweep_id: str
+    trials: list[Trial]
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes.values() if o.status != "FINISHED"]
+
+
+def run_sweep(
+    ledger: Ledger,
+    executor: Executor,
+    trials: Sequence[Trial],
+    *,
+    study: str,
+    overrides: Sequence[str],
+    sweep_id: str | None = None,
+    work_root: Path,
+    git_sha: str | None = None,
+    train_fn: TrainFn | None = None,
+    on_tick: TickFn | None = None,
+    on_start: Callable[[str, list[Trial]], None] | None = None,
+) -> SweepResult:
+    """Record the sweep (or reopen ``sweep_id`` and keep its unfinished trials), run its
+    trials on ``executor`` and end it. ``on_start(sweep_id, trials)`` is called once the
+    sweep is recorded, before anything runs (not at all when nothing is left to run)."""
+    todo = list(trials)
+    if sweep_id is None or ledger.find_sweep(sweep_id) is None:
+        sweep_id = sweep_id or new_sweep_id()
+        ledger.create_sweep(study, sweep_id, overrides, todo)
+    else:
+        todo = unfinished(ledger, sweep_id, todo)
+        if not todo:
+            return SweepResult(sweep_id, [])
+        ledger.reopen_sweep(sweep_id)
+    if on_start is not None:
+        on_start(sweep_id, todo)
+    job = AttemptJob(sweep_id, git_sha or code_version(), str(work_root), train_fn)
+    ledger.heartbeat(sweep_id)
+    last_beat = [time.monotonic()]
+
+    def tick(outcomes: dict[str, Outcome], running: dict[str, dict[str, Any]], pending: int):
+        if time.monotonic() - last_beat[0] >= HEARTBEAT_EVERY_S:
+            ledger.heartbeat(sweep_id)
+            last_beat[0] = time.monotonic()
+        if on_tick is not None:
+            on_tick(outcomes, running, pending)
+
+    try:
+        outcomes = executor.run(todo, job, ledger, tick)
+    except KeyboardInterrupt:
+        close_open(ledger, sweep_id, "KILLED", STOPPED)
+        ledger.end_sweep(sweep_id, "KILLED")
+        return SweepResult(sweep_id, todo, interrupted=True)
+    for outcome in outcomes.values():
+        if outcome.lost or outcome.unplaced:
+            reason = WORKER_LOST if outcome.lost else NOT_PLACED
+            close_open(ledger, sweep_id, "FAILED", reason, key=outcome.trial.key)
+    ledger.end_sweep(sweep_id, "FINISHED")
+    return SweepResult(sweep_id, todo, outcomes)
+
+
+def close_open(
+    ledger: Ledger, sweep_id: str, status: str, error: str, key: str | None = None
+) -> None:
+    """Close the sweep's attempts still open (of trial ``key`` only, if given)."""
+    for attempt in ledger.attempts(sweep_id):
+        if attempt.status in OPEN_STATUSES and key in (None, attempt.trial_key):
+            ledger.end_attempt(attempt.run_id, status, error=error)
+
+
+def unfinished(ledger: Ledger, sweep_id: str, trials: Sequence[Trial]) -> list[Trial]:
+    """The trials without a FINISHED attempt, after recording the attempts a gone driver
+    left open as KILLED. A sweep whose driver is still alive is not touched (UsageError)."""
+    info = require_sweep(ledger, sweep_id)
+    if info.driver_alive():
+        raise UsageError(
+            f"sweep {sweep_id} is still running (its driver beat "
+            f"{time.time() - (info.heartbeat or 0):.0f} s ago); rerun it once it has ended "
+            "or its driver is gone"
+        )
+    close_open(ledger, sweep_id, "KILLED", STALE)
+    done = {a.trial_key for a in ledger.attempts(sweep_id) if a.status == "FINISHED"}
+    return [t for t in trials if t.key not in done]
+
+
+def require_sweep(ledger: Ledger, sweep_id: str) -> SweepInfo:
+    info = ledger.find_sweep(sweep_id)
+    if info is None:
+        raise UsageError(f"no sweep {sweep_id!r}; `rigl status` lists the sweeps")
+    return info
+
+
+# --- what a trial and a sweep show -------------------------------------------------------
+
+
+def trial_state(attempts: Sequence[AttemptInfo], stale: bool) -> str:
+    """A trial's state from its attempts: FINISHED once one finished; PENDING with none;
+    else its latest attempt's status, where an open attempt of a sweep whose driver is
+    gone (``stale``) shows as KILLED."""
+    if any(a.status == "FINISHED" for a in attempts):
+        return "FINISHED"
+    if not attempts:
+        return "PENDING"
+    latest = max(attempts, key=lambda a: a.attempt)
+    if latest.status in OPEN_STATUSES:
+        return "KILLED" if stale else "RUNNING"
+    return latest.status
+
+
+def trial_rows(ledger: Ledger, sweep_id: str) -> list[dict[str, Any]]:
+    """One row per trial of the sweep: its swept values, state, attempts, accuracy and,
+    unless it finished, its latest attempt's error."""
+    info = require_sweep(ledger, sweep_id)
+    stale = not info.driver_alive()
+    attempts = ledger.attempts(sweep_id)
+    rows = []
+    for record in ledger.sweep_trials(sweep_id):
+        key = record["trial_key"]
+        mine = [a for a in attempts if a.trial_key == key]
+        state = trial_state(mine, stale)
+        finished = [a for a in mine if a.status == "FINISHED"]
+        latest = max(mine, key=lambda a: a.attempt) if mine else None
+        rows.append(
+            {
+                "trial_key": key,
+                "state": state,
+                "attempts": len(mine),
+                "final_accuracy": finished[-1].final_accuracy if finished else None,
+                **record.get("swept", {}),
+                "error": None if finished or latest is None else latest.error,
+            }
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """A sweep and its trials' states: ``finished`` have a FINISHED attempt; of the rest,
+    ``failed``, ``killed`` and ``running`` count trials by their state (``trial_state``)."""
+
+    info: SweepInfo
+    finished: int
+    failed: int
+    killed: int
+    running: int
+
+
+def summarize(ledger: Ledger, info: SweepInfo) -> SweepSummary:
+    stale = not info.driver_alive()
+    by_trial: dict[str, list[AttemptInfo]] = {}
+    for attempt in ledger.attempts(info.sweep_id):
+        by_trial.setdefault(attempt.trial_key, []).append(attempt)
+    states = [trial_state(attempts, stale) for attempts in by_trial.values()]
+    return SweepSummary(
+        info,
+        finished=states.count("FINISHED"),
+        failed=states.count("FAILED"),
+        killed=states.count("KILLED"),
+        running=states.count("RUNNING"),
+    )
+
+
+def code_version() -> str:
+    """The driver's code version: the checkout's HEAD, or "unknown" outside a git tree."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"

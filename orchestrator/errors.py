@@ -1,0 +1,7 @@
+"""The error every command turns into one line and exit status 2."""
+
+from __future__ import annotations
+
+
+class UsageError(ValueError):
+    """Bad user input: the CLI prints the message and exits 2, before anything is recorded."""

@@ -1,0 +1,96 @@
+"""One retry policy for every call to the tracking server.
+
+A tracking call that fails for a transient reason (a network failure, a retryable HTTP
+status) is retried with jittered exponential backoff for a bounded time, then fails with
+``TrackingUnavailableError`` naming the server, so a restarted server loses nothing and
+a dead one never hangs a trial.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import requests
+from mlflow.exceptions import RestException
+
+T = TypeVar("T")
+
+UNREACHABLE_AFTER_S = 120.0
+"""Default seconds a tracking call keeps retrying a transient failure before giving up."""
+
+_TRANSIENT_HTTP = frozenset({408, 429, 500, 502, 503, 504})
+_TRANSIENT_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.RetryError,
+    requests.exceptions.ChunkedEncodingError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The tracking server could not be reached (or kept failing) for longer than allowed."""
+
+
+def client_defaults() -> None:
+    # MLflow prints a "View run" link on stdout whenever a run ends and a progress bar for
+    # downloads: `rigl status --json` and friends need stdout to themselves.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow retries each HTTP call itself (7 times with exponential backoff, about four
+    # minutes) before raising, which would hide the deadline `_Retry` promises; unless the
+    # user chose otherwise, `_Retry` is the one retry policy. The request timeout bounds
+    # one attempt against a server that accepts connections but never answers.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is a network failure or a retryable HTTP status."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, _TRANSIENT_ERRORS):
+            return True
+        if isinstance(cur, requests.HTTPError) and cur.response is not None:
+            return cur.response.status_code in _TRANSIENT_HTTP
+        if isinstance(cur, RestException):
+            return cur.get_http_status_code() in _TRANSIENT_HTTP
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Run a tracking call, retrying transient failures with jittered exponential backoff
+    (0.5 s doubling to 10 s) for at most ``limit`` seconds, then TrackingUnavailableError."""
+
+    uri: str
+    limit: float = UNREACHABLE_AFTER_S
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+
+    def __call__(self, what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        start = self.clock()
+        delay = 0.5
+        while True:
+            try:
+                return call(*args, **kwargs)
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                waited = self.clock() - start
+                if waited >= self.limit:
+                    raise TrackingUnavailableError(
+                        f"the tracking server at {self.uri} was unreachable or failing for "
+                        f"{waited:.0f} s (limit {self.limit:g} s) during {what}: {exc}"
+                    ) from exc
+                self.sleep(min(delay * random.uniform(0.5, 1.0), self.limit - waited))
+                delay = min(2 * delay, 10.0)
