@@ -406,7 +406,9 @@ class SweepInfo:
 @dataclass(frozen=True)
 class AttemptInfo:
     """One attempt (child run). ``final_accuracy`` is None until its summary is logged;
-    ``swept`` is ``Trial.swept``; times are UTC."""
+    ``swept`` is ``Trial.swept``; times are UTC. ``params`` are the flattened config as
+    logged (strings, JSON for non-strings), ``metrics`` the latest value of each metric,
+    ``tags`` the run's tags (``rigl.group_key`` among them)."""
 
     trial_key: str
     attempt: int
@@ -417,6 +419,10 @@ class AttemptInfo:
     start_time: datetime | None
     end_time: datetime | None = None
     error: str | None = None
+    experiment_id: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
