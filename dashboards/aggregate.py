@@ -76,7 +76,7 @@ def summarize(
     out["running"] = left_out[~ended].groupby("group_key").size()
     for c in ("n", "failed", "running"):
         out[c] = out[c].fillna(0).astype("int64")
-    out["seeds"] = out["seeds"].fillna("")
+    out["seeds"] = out["seeds"].astype(object).where(out["seeds"].notna(), "")
     out["fewer_seeds"] = out["n"] < (out["n"].max() if len(out) else 0)
     out = out.reset_index()
     out = out[[*cols, *SUMMARY_HEAD, *SUMMARY_TAIL]]

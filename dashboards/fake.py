@@ -140,7 +140,8 @@ def synthetic_sweep(
         methods, sparsities, distributions, delta_ts, alphas, seeds
     ):
         config, swept = trial_config(method, s, dist, dt, alpha, seed, model=model, steps=steps)
-        key = hashlib.sha256(json.dumps(swept, sort_keys=True).encode()).hexdigest()[:12]
+        effective = {k: v for k, v in config.items() if _kept(k, swept)}
+        key = hashlib.sha256(json.dumps(effective, sort_keys=True).encode()).hexdigest()[:12]
         if key in seen:
             continue  # a method that ignores ΔT and α is one trial, not one per grid cell
         seen.add(key)
