@@ -14,6 +14,8 @@ import pandas as pd
 
 from dashboards.load import CONFIG_COLUMNS
 
+METHOD_ORDER = ("dense", "small_dense", "static", "snip", "prune", "set", "snfs", "rigl")
+"""Methods in the order tables and legends list them: references first, RigL last."""
 REFERENCE = (100.0, 0.3)
 """The paper's (ΔT, α): the reference cell of the grid figure and the default elsewhere."""
 FACETS = ("model", "data")
@@ -80,7 +82,20 @@ def summarize(
     out["fewer_seeds"] = out["n"] < (out["n"].max() if len(out) else 0)
     out = out.reset_index()
     out = out[[*cols, *SUMMARY_HEAD, *SUMMARY_TAIL]]
-    return out.sort_values(cols, na_position="first", kind="stable").reset_index(drop=True)
+    return out.sort_values(cols, na_position="first", kind="stable", key=_order).reset_index(
+        drop=True
+    )
+
+
+def method_rank(method: object) -> int:
+    """Position of ``method`` in METHOD_ORDER (unknown methods after, in name order)."""
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+
+
+def _order(column: pd.Series) -> pd.Series:
+    if column.name == "method":
+        return column.map(lambda m: f"{method_rank(m):02d}{m}")
+    return column
 
 
 def _seed_list(seeds: pd.Series) -> str:

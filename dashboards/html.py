@@ -53,6 +53,9 @@ CAPTIONS = {
 }
 
 
+ZOOM = 1.25 * 4 / 3  # px per pt, at 1.25 ×
+
+
 @dataclass(frozen=True)
 class FigureBlock:
     """One figure section: the SVG text, or why the figure was omitted."""
@@ -73,6 +76,13 @@ def inline_svg(svg: str, prefix: str) -> str:
     dropped, and every id (glyphs, clip paths, markers) prefixed, so two figures on one
     page never resolve each other's references."""
     svg = svg[svg.index("<svg") :]
+    # Shown at 1.25 × its size in points: matplotlib's 9 pt text reads like the page's.
+    svg = re.sub(
+        r'(<svg[^>]*?)width="([\d.]+)pt" height="([\d.]+)pt"',
+        lambda m: f'{m[1]}width="{float(m[2]) * ZOOM:.0f}px" height="{float(m[3]) * ZOOM:.0f}px"',
+        svg,
+        count=1,
+    )
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
     svg = re.sub(r'\bid="([^"]+)"', rf'id="{prefix}-\1"', svg)
     return re.sub(r'(xlink:href="#|href="#|url\(#)([^")]+)', rf"\1{prefix}-\2", svg)
@@ -107,6 +117,7 @@ def render_page(
         parts += [_figure(i, b) for i, b in enumerate(figures, 1)]
         parts.append(_summary_table(summary, trials, columns))
     parts.append(_left_out_section(left_out, columns))
+    parts.append(_fewer_seeds(summary, columns))
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -178,7 +189,9 @@ def _summary_table(summary: pd.DataFrame, trials: pd.DataFrame, columns: Sequenc
     urls = trials.groupby("group_key").apply(
         lambda t: " ".join(f'<a href="{_e(u)}">{s:g}</a>' for s, u in zip(t["seed"], t["url"],
                            strict=True)), include_groups=False)  # fmt: skip
-    shown = [c for c in columns if summary[c].notna().any()]
+    shown = [c for c in columns if summary[c].nunique(dropna=False) > 1]
+    same = [f"{_e(_HEAD.get(c, c))} {_cell(summary[c].iloc[0])}" for c in columns
+            if c not in shown and summary[c].notna().any()]  # fmt: skip
     head = "".join(f'<th class="t">{_e(_HEAD.get(c, c))}</th>' for c in shown)
     head += ("<th>n</th><th>final accuracy %</th><th>train FLOPs ×</th><th>inference FLOPs ×"
              '</th><th>size</th><th>failed</th><th class="t">seeds</th>')  # fmt: skip
@@ -201,10 +214,32 @@ def _summary_table(summary: pd.DataFrame, trials: pd.DataFrame, columns: Sequenc
     return (
         '<h2 id="summary">Summary</h2><p class="meta">One row per configuration; accuracy as'
         " mean ± sample std over seeds; ⚠ fewer seeds than other rows; the seeds link to their"
-        " runs. The same numbers: summary.csv, summary.json.</p>"
+        f" runs. The same numbers: summary.csv, summary.json.{_every(same)}</p>"
         f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
+
+
+def _fewer_seeds(summary: pd.DataFrame, columns: Sequence[str]) -> str:
+    few = summary[summary["fewer_seeds"]]
+    if few.empty:
+        return ""
+    most = int(summary["n"].max())
+    items = []
+    for _, r in few.iterrows():
+        config = ", ".join(f"{_HEAD.get(c, c)} {_cell(r[c])}" for c in columns if pd.notna(r[c]))
+        why = [f"{r['failed']} failed" if r["failed"] else "", f"{r['running']} not finished"
+               if r["running"] else ""]  # fmt: skip
+        reason = f" ({', '.join(w for w in why if w)})" if any(why) else ""
+        items.append(f"<li>{config}: {r['n']} of {most} seeds{reason}</li>")
+    return (
+        '<h2 id="fewer-seeds">Groups with fewer seeds</h2><p class="meta">Their mean and std'
+        f" rest on fewer runs than the others'.</p><ul>{''.join(items)}</ul>"
+    )
+
+
+def _every(same: list[str]) -> str:
+    return f" Every row: {', '.join(same)}." if same else ""
 
 
 def _left_out_section(left_out: pd.DataFrame, columns: Sequence[str]) -> str:

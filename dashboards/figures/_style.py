@@ -19,10 +19,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from dashboards import aggregate as agg
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
-METHOD_ORDER = ("dense", "small_dense", "static", "snip", "prune", "set", "snfs", "rigl")
 PALETTE = {
     "rigl": "#1f77b4",
     "set": "#ff7f0e",
@@ -88,7 +89,7 @@ def linestyle(distribution: str | None) -> Any:
 
 
 def method_rank(method: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+    return (agg.method_rank(method), method)
 
 
 def panels(rows: int, cols: int, *, w: float = PANEL_W, h: float = PANEL_H) -> tuple[Figure, Any]:

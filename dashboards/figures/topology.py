@@ -55,7 +55,10 @@ def delta_t_alpha_grid(summary: pd.DataFrame) -> Figure:
     )
     col_keys = sorted({k["sparsity"] for k, *_ in found})
     widest = max(mean.shape[1] for _, mean, _, _ in found)
-    fig, axes = panels(len(row_keys), len(col_keys), w=max(PANEL_W, 1.3 * widest + 1.0))
+    tallest = max(mean.shape[0] for _, mean, _, _ in found)
+    # Cells of about 1.1 × 0.55 inches: room for "93.6 ± 0.2 (n=3)" at 7 pt, no more.
+    w, h = max(2.6, 1.1 * widest + 1.2), max(1.9, 0.55 * tallest + 1.3)
+    fig, axes = panels(len(row_keys), len(col_keys), w=w, h=h)
     for ax in axes.ravel():
         ax.set_axis_off()
     for key, mean, std, n in found:
