@@ -11,24 +11,21 @@ SVG ids; no timestamp unless ``generated`` is passed).
 
 from __future__ import annotations
 
-import io
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from dashboards import aggregate as agg
+from dashboards import render
 from dashboards.html import FigureBlock, render_page
 from dashboards.load import Loaded, Source, load
+from dashboards.render import Job
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-DPI = 150
 CURVES_7 = ("eval_accuracy", "cumulative_train_flops")
 CURVES_5 = ("itop_rate", "mask_churn")
 SCHEDULE_CURVE = "update_drop_fraction"
@@ -59,13 +56,6 @@ class Report:
         return self.out_dir / "index.html"
 
 
-@dataclass(frozen=True)
-class _Spec:
-    stem: str
-    title: str
-    draw: Callable[[], tuple[Figure, str]]  # the figure and a caption note
-
-
 def write_report(
     source: Source,
     sweep_ids: Sequence[str],
@@ -75,6 +65,7 @@ def write_report(
     cache_dir: Path | None = None,
     link_base: str | None = None,
     generated: str | None = None,
+    workers: int | None = None,
 ) -> Report:
     """Read the sweeps from ``source`` and write the report under ``out_dir``.
 
@@ -82,28 +73,22 @@ def write_report(
     ``rigl ui`` address when the source is a private server that stops with the command).
     cache_dir: where fetched data of finished runs is kept between reports (none if None).
     generated: a time (or any text) to print on the page; nothing is printed if None.
+    workers: processes drawing figures (None: one per core, up to 4; 0 or 1: this one).
     Raises load.UnknownSweepError naming a sweep the ledger does not hold.
     """
     out_dir = Path(out_dir).resolve()
+    pool = render.start(workers)  # workers import matplotlib while the ledger is read
     loaded = load(source, sweep_ids, cache_dir=cache_dir)
     if link_base is not None:
         loaded = _relinked(loaded, source.tracking_uri, link_base)
     columns = loaded.config_columns
     summary = agg.summarize(loaded.trials, loaded.left_out, columns)
     out_dir.mkdir(parents=True, exist_ok=True)
-    blocks, omitted, written = [], {}, []
-    for spec in _specs(loaded, summary) if len(loaded.trials) else []:
-        from dashboards.figures import NoData
-
-        try:
-            fig, note = spec.draw()
-        except NoData as reason:
-            omitted[spec.stem] = str(reason)
-            blocks.append(FigureBlock(spec.stem, spec.title, "", str(reason)))
-            continue
-        svg = _save(fig, out_dir / f"{spec.stem}.png")
-        written.append(out_dir / f"{spec.stem}.png")
-        blocks.append(FigureBlock(spec.stem, spec.title, svg, "", note))
+    jobs = _jobs(loaded, summary) if len(loaded.trials) else []
+    drawn = render.draw_all(jobs, out_dir, pool)
+    blocks = [FigureBlock(d.job.stem, d.job.title, d.svg, d.omitted, d.job.note) for d in drawn]
+    omitted = {d.job.stem: d.omitted for d in drawn if d.omitted}
+    written = [out_dir / f"{d.job.stem}.png" for d in drawn if d.svg]
     _remove_stale(out_dir, {p.name for p in written})
     written += _write_tables(out_dir, summary)
     page = render_page(
@@ -141,37 +126,31 @@ def _relinked(loaded: Loaded, old: str, new: str) -> Loaded:
 # --- which figures, from which data --------------------------------------------------------
 
 
-def _specs(loaded: Loaded, summary: pd.DataFrame) -> list[_Spec]:
-    from dashboards import figures as fg
-
+def _jobs(loaded: Loaded, summary: pd.DataFrame) -> list[Job]:
+    """The seven figures with the data each needs, fetched here (in this process, which
+    holds the ledger): curves only for the trials a figure shows."""
     trials, extra = loaded.trials, loaded.extra_columns
     ref_summary, note = agg.at_reference(summary, summary)
     ref_trials, _ = agg.at_reference(trials, summary)
-
-    def fig5() -> tuple[Figure, str]:
-        by_dt = agg.delta_t_varied(summary)
-        shown, why = agg.at_reference(trials, summary, all_delta_t=by_dt)
-        shown = shown[shown["sparsity"].notna()]
-        hist = loaded.histories(shown["run_id"], CURVES_5)
-        return fg.mask_dynamics(shown, hist, by_delta_t=by_dt), why
-
-    def fig7() -> tuple[Figure, str]:
-        curves = agg.accuracy_flop_curves(loaded.histories(ref_trials["run_id"], CURVES_7))
-        return fg.accuracy_during_training(curves, ref_trials, extra), note
-
+    by_dt = agg.delta_t_varied(summary)
+    dynamics, dynamics_note = agg.at_reference(trials, summary, all_delta_t=by_dt)
+    dynamics = dynamics[dynamics["sparsity"].notna()]
+    curves = agg.accuracy_flop_curves(loaded.histories(ref_trials["run_id"], CURVES_7))
     return [
-        _Spec("fig1_accuracy_vs_sparsity", "Accuracy against sparsity",
-              lambda: (fg.accuracy_vs_sparsity(ref_summary, ref_trials, extra), note)),
-        _Spec("fig2_accuracy_vs_flops", "Accuracy against training and inference FLOPs",
-              lambda: (fg.accuracy_vs_flops(ref_summary, ref_trials, extra), note)),
-        _Spec("fig3_delta_t_alpha", "The ΔT × α grid",
-              lambda: (fg.delta_t_alpha_grid(summary), "")),
-        _Spec("fig4_drop_fraction", "The drop fraction applied against the schedule",
-              lambda: (fg.drop_fraction_schedule(*_schedule_data(loaded)), "")),
-        _Spec("fig5_mask_dynamics", "Mask dynamics: ITOP rate and churn", fig5),
-        _Spec("fig6_layer_sparsity", "Per-layer sparsity, planned and realised",
-              lambda: (fg.layer_sparsity(_layer_tables(loaded)), "")),
-        _Spec("fig7_accuracy_during_training", "Accuracy against training FLOPs spent", fig7),
+        Job("fig1_accuracy_vs_sparsity", "Accuracy against sparsity", "accuracy_vs_sparsity",
+            (ref_summary, ref_trials, extra), note=note),
+        Job("fig2_accuracy_vs_flops", "Accuracy against training and inference FLOPs",
+            "accuracy_vs_flops", (ref_summary, ref_trials, extra), note=note),
+        Job("fig3_delta_t_alpha", "The ΔT × α grid", "delta_t_alpha_grid", (summary,)),
+        Job("fig4_drop_fraction", "The drop fraction applied against the schedule",
+            "drop_fraction_schedule", _schedule_data(loaded)),
+        Job("fig5_mask_dynamics", "Mask dynamics: ITOP rate and churn", "mask_dynamics",
+            (dynamics, loaded.histories(dynamics["run_id"], CURVES_5)),
+            {"by_delta_t": by_dt}, note=dynamics_note),
+        Job("fig6_layer_sparsity", "Per-layer sparsity, planned and realised",
+            "layer_sparsity", (_layer_tables(loaded),)),
+        Job("fig7_accuracy_during_training", "Accuracy against training FLOPs spent",
+            "accuracy_during_training", (curves, ref_trials, extra), note=note),
     ]  # fmt: skip
 
 
@@ -224,22 +203,6 @@ def _layer_tables(loaded: Loaded) -> pd.DataFrame:
 
 
 # --- files --------------------------------------------------------------------------------
-
-
-def _save(fig: Figure, png: Path) -> str:
-    """Write ``png`` (150 dpi) and return the figure as SVG text; both byte-stable."""
-    import matplotlib as mpl
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    from dashboards.figures import STYLE
-
-    FigureCanvasAgg(fig)
-    with mpl.rc_context(STYLE):
-        fig.savefig(png, dpi=DPI, metadata={"Software": None})
-        fig.set_layout_engine("none")  # laid out once: the SVG keeps the PNG's positions
-        buffer = io.StringIO()
-        fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
-    return buffer.getvalue()
 
 
 def _remove_stale(out_dir: Path, keep: set[str]) -> None:

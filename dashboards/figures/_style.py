@@ -187,7 +187,8 @@ def log_flops_axis(ax: Axes, *, multiple: bool = False) -> None:
         ax.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
     else:
         ax.xaxis.set_major_formatter(mpl.ticker.EngFormatter(sep=""))
-    ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+    # No minor ticks: each is a Tick with its own lines and labels to lay out and draw.
+    ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
 
 
 def groups_of(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[tuple[Any, ...], Any]]:
