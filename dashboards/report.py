@@ -214,6 +214,11 @@ def _remove_stale(out_dir: Path, keep: set[str]) -> None:
 
 def _write_tables(out_dir: Path, summary: pd.DataFrame) -> list[Path]:
     csv, js = out_dir / "summary.csv", out_dir / "summary.json"
+    summary = summary.copy()
+    for column in ("delta_t", "n", "failed", "running"):  # counts: 100, not 100.0
+        values = summary[column].dropna()
+        if len(values) == 0 or (values == values.round()).all():
+            summary[column] = summary[column].astype("Int64")
     summary.to_csv(csv, index=False, lineterminator="\n")
     records = [{k: _json_value(v) for k, v in row.items()} for row in summary.to_dict("records")]
     js.write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -221,7 +226,7 @@ def _write_tables(out_dir: Path, summary: pd.DataFrame) -> list[Path]:
 
 
 def _json_value(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
     if hasattr(value, "item"):  # numpy scalars
         return _json_value(value.item())

@@ -91,6 +91,7 @@ def test_report_files_and_summary_numbers_equal_the_raw_runs(written):
         assert int(row["failed"]) == (1 if lost else 0)
         assert row["fewer_seeds"] == str(lost)
     assert {r["delta_t"] for r in rows if r["method"] == "static"} == {""}
+    assert {r["delta_t"] for r in rows if r["method"] != "static"} == {"100"}
 
 
 def test_summary_json_matches_the_csv(written):
@@ -117,10 +118,11 @@ def test_index_html_is_self_contained_links_runs_and_lists_what_was_left_out(wri
     assert page.count("<svg") == 6
     ids = re.findall(r'\bid="([^"]+)"', page)
     assert len(ids) == len(set(ids))  # figures' ids prefixed: no clash on one page
-    # each seed's × links to its run (in the SVG of figure 1)
+    # each seed's × in figure 1 links to its run
+    figure1 = page[page.index('<h2 id="fig1_') : page.index('<h2 id="fig2_')]
     finished = [a.run_id for a in src.runs["sw1"] if a.status == "FINISHED"]
     for run_id in finished:
-        assert f"/runs/{run_id}" in page
+        assert f'xlink:href="http://127.0.0.1:5000/#/experiments/1/runs/{run_id}"' in figure1
     assert FAILED_ERROR in page
     assert "1 failed or killed, 1 group with fewer seeds than others" in page
     assert "Omitted: no drop-and-grow method was run at two or more (ΔT, α) settings" in page
