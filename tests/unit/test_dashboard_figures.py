@@ -81,12 +81,13 @@ def test_delta_t_alpha_heatmap_array_equals_the_pivot():
     loaded, s = _loaded(methods=("static", "rigl"), sparsities=(0.8, 0.9), delta_ts=(50, 100, 200),
                         alphas=(0.1, 0.3), seeds=(0, 1))  # fmt: skip
     fig = fg.delta_t_alpha_grid(s)
-    shown = [ax for ax in fig.axes if ax.images]
+    shown = [ax for ax in fig.axes if ax.collections]
     assert len(shown) == 2  # rigl at two sparsities; static has no grid
     panels = {k["sparsity"]: mean for k, mean, _, _ in agg.delta_t_alpha_panels(s)}
     for ax in shown:
         sparsity = 0.8 if "0.8" in ax.get_title() else 0.9
-        np.testing.assert_array_equal(ax.images[0].get_array(), panels[sparsity].to_numpy())
+        (mesh,) = ax.collections
+        np.testing.assert_array_equal(mesh.get_array(), panels[sparsity].to_numpy())
         texts = [t.get_text() for t in ax.texts]
         assert len(texts) == 6 and sum(t.startswith("★") for t in texts) == 1
         assert all("(n=2)" in t for t in texts)
