@@ -314,7 +314,20 @@ def main() -> int:
         finally:
             executor.shutdown()
 
-    print(f"\n{len(trials)} trials per sweep, {slots} slots ({cpus:g} CPUs, 1 CPU per trial)")
+    return _print_report(results, pairs, setup, background, len(trials), slots, cpus)
+
+
+def _print_report(
+    results: list[SweepResult],
+    pairs: list[tuple[SweepResult, SweepResult | None]],
+    setup: dict[str, float],
+    background: float,
+    n_trials: int,
+    slots: int,
+    cpus: float,
+) -> int:
+    """Print the figures and the targets; 1 when a target is missed or a trial failed."""
+    print(f"\n{n_trials} trials per sweep, {slots} slots ({cpus:g} CPUs, 1 CPU per trial)")
     print("setup, not in the walls: " + ", ".join(f"{k} {v:.1f} s" for k, v in setup.items()))
     print(f"background load before the sweeps: {background:.2f} cores busy")
     print()

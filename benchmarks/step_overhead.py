@@ -117,29 +117,35 @@ def main() -> None:
         print(f"device {args.device}; {args.rounds} rounds, each method twice per round")
         for model in models:
             label, overrides = setups[model]
-            times: dict[str, list[list[float]]] = {m: [] for m in METHODS}
-            for r in range(args.rounds):
-                for m in METHODS:
-                    times[m].append([])
-                for i, method in enumerate([*METHODS, *reversed(METHODS)]):
-                    workdir = tmp_path / f"{model}-{method}-{r}-{i}"
-                    times[method][r].append(
-                        _seconds_per_step([*overrides, *common, f"method={method}"], workdir)
-                    )
-            dense_mean = [statistics.mean(t) for t in times["dense"]]
-            dense_fastest = min(min(t) for t in times["dense"])
-            print(f"\n{label}")
-            print(f"  {'method':7} {'ms/step':>9}   {'paired ratio':>12}   {'fastest ratio':>13}")
-            for method in METHODS:
-                paired = statistics.median(
-                    statistics.mean(t) / d for t, d in zip(times[method], dense_mean, strict=True)
-                )
-                fastest = min(min(t) for t in times[method])
-                median_ms = statistics.median(x for t in times[method] for x in t) * 1e3
-                print(
-                    f"  {method:7} {median_ms:9.3f}   {paired:11.3f}x   "
-                    f"{fastest / dense_fastest:12.3f}x"
-                )
+            times = _time_methods([*overrides, *common], args.rounds, tmp_path / model)
+            _report(label, times)
+
+
+def _time_methods(overrides: list[str], rounds: int, work: Path) -> dict[str, list[list[float]]]:
+    """Seconds per step of each method, per round: every method twice a round, in mirrored
+    order (dense, ..., rigl, rigl, ..., dense), so drift in the machine's speed cancels."""
+    times: dict[str, list[list[float]]] = {m: [] for m in METHODS}
+    for r in range(rounds):
+        for m in METHODS:
+            times[m].append([])
+        for i, method in enumerate([*METHODS, *reversed(METHODS)]):
+            workdir = work / f"{method}-{r}-{i}"
+            times[method][r].append(_seconds_per_step([*overrides, f"method={method}"], workdir))
+    return times
+
+
+def _report(label: str, times: dict[str, list[list[float]]]) -> None:
+    dense_mean = [statistics.mean(t) for t in times["dense"]]
+    dense_fastest = min(min(t) for t in times["dense"])
+    print(f"\n{label}")
+    print(f"  {'method':7} {'ms/step':>9}   {'paired ratio':>12}   {'fastest ratio':>13}")
+    for method in METHODS:
+        paired = statistics.median(
+            statistics.mean(t) / d for t, d in zip(times[method], dense_mean, strict=True)
+        )
+        fastest = min(min(t) for t in times[method])
+        median_ms = statistics.median(x for t in times[method] for x in t) * 1e3
+        print(f"  {method:7} {median_ms:9.3f}   {paired:11.3f}x   {fastest / dense_fastest:12.3f}x")
 
 
 if __name__ == "__main__":

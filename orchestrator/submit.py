@@ -118,23 +118,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
         max_retries=args.max_retries,
         placement_timeout=args.placement_timeout,
     )
-    client = _client(address)
-    existing = _job_info(client, job_id, address)
-    if existing is None:
-        try:
-            _call(
-                address,
-                client.submit_job,
-                entrypoint=entrypoint,
-                submission_id=job_id,
-                runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": tracking_uri}},
-                metadata={"rigl.sweep_id": sweep_id, "rigl.study": study},
-            )
-        except UsageError:
-            # Two submissions racing: Ray refuses the second id ("already exists").
-            existing = _job_info(client, job_id, address)
-            if existing is None:
-                raise
+    existing = _submit_once(
+        address,
+        job_id,
+        entrypoint=entrypoint,
+        runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": tracking_uri}},
+        metadata={"rigl.sweep_id": sweep_id, "rigl.study": study},
+    )
     if existing is None:
         print(
             f"job {job_id} submitted to {address}: sweep {sweep_id}, {len(trials)} trials "
@@ -152,6 +142,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
         f"  rigl status {sweep_id}    (with MLFLOW_TRACKING_URI={tracking_uri})"
     )
     return 0
+
+
+def _submit_once(address: str, job_id: str, **job: Any) -> Any | None:
+    """Submit the job unless the cluster has it already: None once submitted, else the
+    existing job's JobDetails."""
+    client = _client(address)
+    existing = _job_info(client, job_id, address)
+    if existing is None:
+        try:
+            _call(address, client.submit_job, submission_id=job_id, **job)
+        except UsageError:
+            # Two submissions racing: Ray refuses the second id ("already exists").
+            existing = _job_info(client, job_id, address)
+            if existing is None:
+                raise
+    return existing
 
 
 def default_sweep_id(study: str, trial_keys: Sequence[str]) -> str:

@@ -81,3 +81,19 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:g} s: {what}")
         time.sleep(0.2)
+
+
+def write_tiny_cifar10(root: Path, per_file: int = 8) -> Path:
+    """A CIFAR-10 root in the binary layout with ``per_file`` random images in each of the
+    six files (records: a label byte, then 3,072 pixel bytes)."""
+    import numpy as np
+
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+    for name in names:
+        labels = rng.integers(0, 10, (per_file, 1), dtype=np.uint8)
+        pixels = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
+        (folder / name).write_bytes(np.concatenate([labels, pixels], axis=1).tobytes())
+    return root

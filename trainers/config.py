@@ -146,8 +146,17 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     """Raise ConfigError for the first value outside what is allowed; return cfg unchanged.
 
     Names that index a registry (model, method, data set) and layer names are checked by
-    ``trainers.build.check``.
+    ``trainers.build.prepare``.
     """
+    _check_swept(cfg)
+    _check_method(cfg.method)
+    _check_data(cfg.data)
+    _check_optim(cfg.optim)
+    _check_train(cfg.train, cfg.resources)
+    return cfg
+
+
+def _check_swept(cfg: TrialConfig) -> None:
     _check(
         _finite(cfg.sparsity) and 0 <= cfg.sparsity < 1,
         "sparsity",
@@ -181,7 +190,8 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     for layer, s in cfg.distribution.custom.items():
         _check(_finite(s) and 0 <= s < 1, f"distribution.custom.{layer}", s, "a number in [0, 1)")
 
-    m = cfg.method
+
+def _check_method(m: MethodConfig) -> None:
     _check(
         m.drop_fraction in DROP_FRACTION_SCHEDULES,
         "method.drop_fraction",
@@ -219,10 +229,13 @@ def validate(cfg: TrialConfig) -> TrialConfig:
         "an integer >= 1",
     )
 
-    _check(cfg.data.num_workers >= 0, "data.num_workers", cfg.data.num_workers, "an integer >= 0")
-    _check(cfg.data.seq_len >= 2, "data.seq_len", cfg.data.seq_len, "an integer >= 2")
 
-    o = cfg.optim
+def _check_data(d: DataConfig) -> None:
+    _check(d.num_workers >= 0, "data.num_workers", d.num_workers, "an integer >= 0")
+    _check(d.seq_len >= 2, "data.seq_len", d.seq_len, "an integer >= 2")
+
+
+def _check_optim(o: OptimConfig) -> None:
     _check(o.name in OPTIMIZERS, "optim.name", o.name, f"one of {list(OPTIMIZERS)}")
     _check(_finite(o.lr) and o.lr > 0, "optim.lr", o.lr, "a number > 0")
     _check(
@@ -260,7 +273,8 @@ def validate(cfg: TrialConfig) -> TrialConfig:
         "null or a number > 0",
     )
 
-    t = cfg.train
+
+def _check_train(t: TrainConfig, r: ResourcesConfig) -> None:
     for key in ("steps", "batch_size", "eval_every", "checkpoint_every"):
         value = getattr(t, key)
         _check(isinstance(value, int) and value >= 1, f"train.{key}", value, "an integer >= 1")
@@ -274,18 +288,17 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     _check(t.mask_snapshots >= 0, "train.mask_snapshots", t.mask_snapshots, "an integer >= 0")
 
     _check(
-        _finite(cfg.resources.cpus) and cfg.resources.cpus > 0,
+        _finite(r.cpus) and r.cpus > 0,
         "resources.cpus",
-        cfg.resources.cpus,
+        r.cpus,
         "a number > 0",
     )
     _check(
-        _finite(cfg.resources.gpus) and cfg.resources.gpus >= 0,
+        _finite(r.gpus) and r.gpus >= 0,
         "resources.gpus",
-        cfg.resources.gpus,
+        r.gpus,
         "a number >= 0",
     )
-    return cfg
 
 
 def flatten(config: TrialConfig | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

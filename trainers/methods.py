@@ -27,7 +27,7 @@ from typing import ClassVar
 import torch
 
 from trainers.config import ConfigError, TrialConfig
-from trainers.sparsity import updaters
+from trainers.sparsity import pruning, updaters
 from trainers.sparsity.masks import random_masks
 from trainers.sparsity.schedules import DropFraction, UpdateSchedule, end_step, pruning_sparsity
 
@@ -163,7 +163,7 @@ class Static(Method):
     name = "static"
 
     def updater(self, cfg, weights, sparsities):
-        return updaters.Static(weights, _random_masks(cfg, weights, sparsities), seed=cfg.seed)
+        return pruning.Static(weights, _random_masks(cfg, weights, sparsities), seed=cfg.seed)
 
     def schedule(self, cfg):
         return [Segment(Iteration.STEP, _steps(cfg))]
@@ -257,7 +257,7 @@ class Snip(Method):
     name = "snip"
 
     def updater(self, cfg, weights, sparsities):
-        return updaters.Snip(weights, sparsities, seed=cfg.seed)
+        return pruning.Snip(weights, sparsities, seed=cfg.seed)
 
     def schedule(self, cfg):
         return [Segment(Iteration.UPDATE, 1, 0.0), Segment(Iteration.STEP, _steps(cfg))]
@@ -277,7 +277,7 @@ class Prune(Method):
 
     def updater(self, cfg, weights, sparsities):
         start, end, every = self.window(cfg)
-        return updaters.Prune(weights, sparsities, seed=cfg.seed, start=start, end=end, every=every)
+        return pruning.Prune(weights, sparsities, seed=cfg.seed, start=start, end=end, every=every)
 
     def schedule(self, cfg):
         # Step first, then prune: a step runs at the level the last pruning step set.

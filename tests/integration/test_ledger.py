@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import socket
 import threading
@@ -11,14 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.driver import summarize
-from orchestrator.errors import UsageError
 from orchestrator.records import new_sweep_id
-from orchestrator.sweep import Trial, expand, trials_json
+from orchestrator.sweep import Trial, expand
 from orchestrator.tracking.ledger import MlflowLedger
 from orchestrator.tracking.retry import TrackingUnavailableError
 from orchestrator.tracking.server import tracking_server
-from trainers.config import flatten
+from tests import ledger_contract as contract
 
 pytestmark = pytest.mark.integration
 
@@ -74,106 +71,47 @@ def test_the_private_server_listens_on_loopback_over_the_home_store(server, home
     assert (home / "mlflow" / "artifacts").is_dir()
 
 
-def test_a_sweep_and_its_attempts_read_back(ledger, trials, tmp_path):
-    sweep_id = new_sweep_id()
-    overrides = ["method=rigl,static", "sparsity=0.8,0.9", "train.steps=10"]
-    parent = ledger.create_sweep("study-a", sweep_id, overrides, trials)
-    with pytest.raises(ValueError, match="already exists"):
-        ledger.create_sweep("study-a", sweep_id, overrides, trials)
-    with pytest.raises(UsageError, match="use letters, digits"):
-        ledger.create_sweep("study-a", "it's", overrides, trials)
-    assert ledger.find_sweep("it's") is None
+@pytest.fixture(scope="module")
+def recorded(ledger, trials, tmp_path_factory) -> contract.Recorded:
+    return contract.record(ledger, trials, tmp_path_factory.mktemp("recorded"))
 
-    good = ledger.start_attempt(sweep_id, trials[0], 1, git_sha="0123abc")
-    with ledger.tracker(good) as tracker:
-        # As the trainer does, once: the flattened config (and nothing that names a secret).
-        secret = {"extra": {"api_token": "hunter2", "note": "x"}}
-        tracker.log_params({**flatten(trials[0].config), **secret})
-        for step in range(0, 10, 2):
-            tracker.log_metrics({"train_loss": 1.0 / (step + 1), "eval_accuracy": 0.1 * step}, step)
-        checkpoint = tmp_path / "ckpt.pt"
-        checkpoint.write_bytes(b"\x00" * 1000)
-        tracker.log_artifact(checkpoint, "checkpoints")
-        tracker.log_json({"fc1.weight": [0, 1]}, "masks/step_8.json")
-        tracker.log_summary({"final_accuracy": 0.93, "train_multiplier": 0.42})
-    ledger.end_attempt(good, "FINISHED")
 
-    bad = ledger.start_attempt(sweep_id, trials[2], 1, git_sha="0123abc")
-    trace = 'Traceback (most recent call last):\n  File "loop.py"\nFloatingPointError: loss is nan'
-    ledger.end_attempt(bad, "FAILED", error="FloatingPointError: loss is nan", traceback=trace)
-    with pytest.raises(ValueError, match="status='DONE' is not allowed"):
-        ledger.end_attempt(bad, "DONE")
+def test_a_sweep_reads_back(ledger, trials, recorded):
+    contract.check_sweep(ledger, trials, recorded)
 
-    [info] = [s for s in ledger.sweeps() if s.sweep_id == sweep_id]
-    counts = summarize(ledger, info)
-    assert (info.name, info.run_id, info.trials, counts.finished, counts.failed) == (
-        "study-a",
-        parent,
-        4,
-        1,
-        1,
-    )
-    assert counts.running == counts.killed == 0
-    assert info.overrides == tuple(overrides)
-    assert ledger.find_sweep(sweep_id) == info
-    assert ledger.find_sweep("no-such-sweep") is None
 
-    first, second = ledger.attempts(sweep_id)
-    assert (first.trial_key, first.attempt, first.status, first.run_id) == (
-        trials[0].key,
-        1,
-        "FINISHED",
-        good,
-    )
-    assert first.final_accuracy == pytest.approx(0.93)
-    assert first.swept == trials[0].swept and first.error is None
-    assert (second.trial_key, second.status, second.final_accuracy) == (
-        trials[2].key,
-        "FAILED",
-        None,
-    )
-    assert second.error == "FloatingPointError: loss is nan"
-    assert second.swept["delta_t"] is None  # static ignores ΔT
-    assert first.start_time <= second.start_time
-    assert first.params["method.name"] == "rigl" and first.metrics["train_multiplier"] == 0.42
-    assert first.tags["rigl.group_key"] == trials[0].group_key and first.experiment_id
-    assert ledger.sweep_trials(sweep_id) == json.loads(json.dumps(trials_json(trials)))
+def test_its_attempts_read_back_with_params_metrics_and_tags(ledger, trials, recorded):
+    contract.check_attempts(ledger, trials, recorded)
 
+
+def test_curves_artifacts_and_checkpoints_read_back(ledger, recorded, tmp_path):
+    contract.check_reads(ledger, recorded, tmp_path)
     client = ledger.client
-    run = client.get_run(good)
-    assert run.data.tags["mlflow.parentRunId"] == parent
-    assert run.data.tags["rigl.trial_key"] == trials[0].key
-    assert run.data.tags["rigl.attempt"] == "1"
-    assert run.data.tags["rigl.sweep_id"] == sweep_id
-    assert run.data.tags["rigl.method"] == "rigl"
-    assert run.data.tags["rigl.git_sha"] == "0123abc"
-    params = run.data.params
-    assert (params["sparsity"], params["delta_t"], params["alpha"]) == ("0.8", "100", "0.3")
-    assert params["method.name"] == "rigl" and params["train.steps"] == "10"
-    assert params["extra.note"] == "x"
-    assert not any("token" in key for key in params)
-    assert [(m.step, m.value) for m in client.get_metric_history(good, "final_accuracy")] == [
-        (8, 0.93)
-    ]
-    assert len(client.get_metric_history(good, "train_loss")) == 5
-    histories = ledger.metric_histories([good, bad], "train_loss")
-    assert histories[good] == [(s, 1.0 / (s + 1)) for s in range(0, 10, 2)] and not histories[bad]
-    assert ledger.read_json(good, "masks/step_8.json") == {"fc1.weight": [0, 1]}
-    assert ledger.read_json(good, "masks/none.json") is None
-    assert run.data.metrics["train_multiplier"] == pytest.approx(0.42)
-    paths = _artifacts(client, good)
-    assert {"config.yaml", "checkpoints/ckpt.pt", "masks/step_8.json", "summary.json"} <= paths
-    config = Path(client.download_artifacts(good, "config.yaml", str(tmp_path)))
+    paths = _artifacts(client, recorded.good)
+    assert {
+        "config.yaml",
+        "checkpoints/checkpoint.pt",
+        "masks/step_8.json",
+        "summary.json",
+    } <= paths
+    assert {"dashboard/index.html", "dashboard/figures/a.png"} <= _artifacts(
+        client, recorded.parent
+    )
+    config = Path(client.download_artifacts(recorded.good, "config.yaml", str(tmp_path)))
     assert "sparsity: 0.8" in config.read_text()
+    history = client.get_metric_history(recorded.good, "final_accuracy")
+    assert [(m.step, m.value) for m in history] == [(8, 0.93)]
 
-    failed = client.get_run(bad)
-    assert failed.info.status == "FAILED"
-    error = Path(client.download_artifacts(bad, "error.txt", str(tmp_path)))
-    assert error.read_text() == trace
 
-    newer = new_sweep_id() + "-b"
-    ledger.create_sweep("study-b", newer, [], trials[:1])
-    assert [s.sweep_id for s in ledger.sweeps()][:2] == [newer, sweep_id]
+def test_a_failed_attempt_keeps_its_traceback(ledger, recorded, tmp_path):
+    client = ledger.client
+    assert client.get_run(recorded.bad).info.status == "FAILED"
+    error = Path(client.download_artifacts(recorded.bad, "error.txt", str(tmp_path)))
+    assert error.read_text() == contract.TRACE
+
+
+def test_sweeps_are_listed_newest_first(ledger, trials, recorded):
+    contract.check_newest_first(ledger, trials, recorded)
 
 
 def _artifacts(client, run_id: str, path: str | None = None) -> set[str]:

@@ -25,7 +25,8 @@ from trainers.sparsity import (
     uniform,
 )
 from trainers.sparsity.masks import select, select_indices
-from trainers.sparsity.updaters import Rigl, Set, Snfs, Snip, drop_and_grow
+from trainers.sparsity.pruning import Snip
+from trainers.sparsity.updaters import Rigl, Set, Snfs, drop_and_grow
 
 LENET = {"fc1.weight": (300, 784), "fc2.weight": (100, 300), "fc3.weight": (10, 100)}
 

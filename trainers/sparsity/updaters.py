@@ -1,4 +1,4 @@
-"""Topology updaters, one per method (SPEC §4, §5).
+"""Topology updaters (SPEC §4, §5): the base, and drop-and-grow with its three methods.
 
 ``Updater`` owns the masks of a set of weight tensors, zeroes the weights it deactivates
 (an optimizer given ``param_masks()`` keeps them there) and tells the training loop when
@@ -16,7 +16,8 @@ it acts:
 weights, grow the n_drop highest grow scores among the rest, zero weight and optimizer
 state of new connections. ``Set``, ``Snfs`` and ``Rigl`` only supply their grow score
 and timing; they are final. Gradients passed in are G = ∂L/∂(W⊙M), which equals the
-gradient of W when masked weights are held at exactly zero.
+gradient of W when masked weights are held at exactly zero. The updaters that never
+grow (Static, SNIP, gradual pruning) are in ``pruning.py``.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from typing import ClassVar, final
 
 import torch
 
-from trainers.sparsity.masks import num_active, select, select_indices
+from trainers.sparsity.masks import select_indices
 from trainers.sparsity.optim_state import reset_optimizer_state
-from trainers.sparsity.schedules import DropFraction, UpdateSchedule, pruning_sparsity
+from trainers.sparsity.schedules import DropFraction, UpdateSchedule
 
 Tensors = Mapping[str, torch.Tensor]
 
@@ -210,16 +211,6 @@ class Updater(ABC):
         return stats
 
 
-@final
-class Static(Updater):
-    """Random mask at initialisation, never changed (the paper's "Static")."""
-
-    def update(
-        self, step: int, grads: Tensors | None, optimizer: torch.optim.Optimizer | None = None
-    ) -> UpdateStats:
-        return self._finish(UpdateStats(step=step, drop_fraction=0.0))
-
-
 class DropAndGrow(Updater):
     """Drop the smallest |W| among active weights, grow the highest grow scores.
 
@@ -379,86 +370,3 @@ class Rigl(DropAndGrow):
         if grad is None:
             raise ValueError(f"rigl needs the dense gradient of {name} to grow")
         return grad.abs()
-
-
-@final
-class Snip(Updater):
-    """SNIP (Lee et al. 2019): on the first batch keep, per layer, the N_l - floor(s_l N_l)
-    entries with the largest |g ⊙ w| of the dense network; no optimizer step on that
-    batch; the mask is fixed afterwards."""
-
-    def __init__(
-        self, weights: Mapping[str, torch.Tensor], sparsities: Mapping[str, float], *, seed: int
-    ) -> None:
-        ones = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
-        super().__init__(weights, ones, seed=seed)
-        self.targets = dict(sparsities)
-
-    def replaces_step(self, step: int) -> bool:
-        return step == 0 and self.last_update_step < 0
-
-    @torch.no_grad()
-    def update(
-        self, step: int, grads: Tensors | None, optimizer: torch.optim.Optimizer | None = None
-    ) -> UpdateStats:
-        if grads is None:
-            raise ValueError("snip needs the gradient of the first batch")
-        stats = UpdateStats(step=step, drop_fraction=0.0)
-        for name, weight in self.weights.items():
-            keep = num_active(self.targets[name], weight.numel())
-            scores = (grads[name] * weight).abs().reshape(-1)
-            selected = select(scores, keep, largest=True, generator=self.generator)
-            self.masks[name].copy_(selected.view_as(weight))
-            stats.dropped[name] = weight.numel() - keep
-        self.apply_masks()
-        self.ever_active = {name: mask.clone() for name, mask in self.masks.items()}
-        return self._finish(stats)
-
-
-@final
-class Prune(Updater):
-    """Gradual magnitude pruning (Zhu & Gupta 2017): starts dense; every ``every`` steps
-    from t_b to t_e the layer keeps its N_l - floor(s_l(t) N_l) largest |W|, with
-    s_l(t) = s_l (1 - (1 - p)^3). Step, then prune."""
-
-    def __init__(
-        self,
-        weights: Mapping[str, torch.Tensor],
-        sparsities: Mapping[str, float],
-        *,
-        seed: int,
-        start: int,
-        end: int,
-        every: int,
-    ) -> None:
-        ones = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
-        super().__init__(weights, ones, seed=seed)
-        self.targets = dict(sparsities)
-        self.start, self.end, self.every = start, end, every
-
-    def after_step(self, step: int) -> bool:
-        in_window = self.start <= step <= self.end
-        return in_window and ((step - self.start) % self.every == 0 or step == self.end)
-
-    @torch.no_grad()
-    def update(
-        self, step: int, grads: Tensors | None, optimizer: torch.optim.Optimizer | None = None
-    ) -> UpdateStats:
-        stats = UpdateStats(step=step, drop_fraction=0.0)
-        for name, weight in self.weights.items():
-            target = pruning_sparsity(self.targets[name], step, self.start, self.end)
-            keep = num_active(target, weight.numel())
-            mask = self.masks[name]
-            active = int(mask.sum())
-            if keep >= active:
-                stats.dropped[name] = 0
-                continue
-            scores = weight.detach().abs().reshape(-1).masked_fill(~mask.view(-1), -math.inf)
-            pruned = mask.clone()
-            mask.copy_(select(scores, keep, largest=True, generator=self.generator).view_as(mask))
-            pruned &= ~mask
-            if optimizer is not None:
-                reset_optimizer_state(optimizer, weight, pruned)
-            stats.dropped[name] = active - keep
-        self.apply_masks()
-        return self._finish(stats)
