@@ -127,7 +127,7 @@ def tune_work(config: dict[str, Any]) -> None:
 def run_rigl(trials: list, uri: str, work: float, slots: int, work_root: Path) -> SweepResult:
     """One sweep through ``rigl sweep``'s machinery: ``driver.run_sweep`` over the MLflow
     ledger and the Ray executor, as the CLI runs it."""
-    from orchestrator import driver
+    from orchestrator import driver, records
     from orchestrator.executor import RayExecutor
     from orchestrator.tracking.ledger import MlflowLedger
 
@@ -142,7 +142,7 @@ def run_rigl(trials: list, uri: str, work: float, slots: int, work_root: Path) -
         progress(len(outcomes))
 
     ledger = MlflowLedger(uri)
-    git_sha = driver.code_version()
+    git_sha = records.code_version()
     with CpuMeter() as cpu:
         start = time.time()
         swept = driver.run_sweep(

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import UsageError
+from orchestrator.errors import TrackingUnavailableError, UsageError
 from orchestrator.home import rigl_home
 
 
@@ -37,17 +37,28 @@ class Backends:
     server, or $MLFLOW_TRACKING_URI) and Ray (embedded, or --address); tests and
     embedders pass the in-memory ones from orchestrator.fakes."""
 
-    ledger: Callable[[], AbstractContextManager[Any]]
+    ledger: Callable[..., AbstractContextManager[Any]]
+    """``ledger(read_only=False)``: a context manager yielding a driver.Ledger."""
     executor: Callable[[argparse.Namespace], AbstractContextManager[Any]]
 
 
+READ_ONLY_GIVE_UP_S = 6.0
+"""How long a command that only reads (status, dashboard) retries the tracking server, so
+that with its start-up it gives up within 10 s;
+trials and sweeps keep the longer bounded retry (tracking.retry.UNREACHABLE_AFTER_S)."""
+
+
 @contextlib.contextmanager
-def _mlflow_ledger() -> Iterator[Any]:
+def _mlflow_ledger(read_only: bool = False) -> Iterator[Any]:
     from orchestrator.tracking.ledger import MlflowLedger
+    from orchestrator.tracking.retry import UNREACHABLE_AFTER_S
     from orchestrator.tracking.server import tracking_server
 
+    if read_only:  # one request may not outlast the whole budget
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    limit = READ_ONLY_GIVE_UP_S if read_only else UNREACHABLE_AFTER_S
     with tracking_server() as uri:
-        yield MlflowLedger(uri)
+        yield MlflowLedger(uri, unreachable_after=limit)
 
 
 def _ray_executor(args: argparse.Namespace) -> AbstractContextManager[Any]:
@@ -64,9 +75,16 @@ DEFAULT_BACKENDS = Backends(ledger=_mlflow_ledger, executor=_ray_executor)
 def main(argv: Sequence[str] | None = None, backends: Backends | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    unknown = [a for a in extra if a.startswith("-")]
+    unknown = [a for a in extra if a.startswith("-") and not a.startswith("--=")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra and not hasattr(args, "overrides"):
+        print(
+            f"rigl {args.command}: takes no overrides (got {' '.join(extra)!r}); "
+            f"see `rigl {args.command} --help`",
+            file=sys.stderr,
+        )
+        return 2
     args.overrides = [*getattr(args, "overrides", []), *extra]
     args.backends = backends or DEFAULT_BACKENDS
     try:
@@ -74,6 +92,17 @@ def main(argv: Sequence[str] | None = None, backends: Backends | None = None) ->
     except UsageError as exc:
         print(f"rigl {args.command}: {exc}", file=sys.stderr)
         return 2
+    except TrackingUnavailableError as exc:
+        print(f"rigl {args.command}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"rigl {args.command}: interrupted; nothing more was done", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`rigl flops --json | head`): say nothing, and
+        # keep Python from reporting the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="sweeps, or the trials of one sweep")
     status.add_argument("sweep", nargs="?", help="a sweep id (default: list the sweeps)")
     status.add_argument("--json", action="store_true", help="print a JSON list")
-    status.set_defaults(func=cmd_status, overrides=[])
+    status.set_defaults(func=cmd_status)
 
     rerun = commands.add_parser("rerun", help="run a sweep's trials that have not finished")
     rerun.add_argument("sweep", help="the sweep id")
@@ -125,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ui = commands.add_parser("ui", help="the MLflow UI on this project's store (127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000)
-    ui.set_defaults(func=cmd_ui, overrides=[])
+    ui.set_defaults(func=cmd_ui)
 
     from orchestrator import submit
 
@@ -170,7 +199,9 @@ def cmd_flops(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from orchestrator import workdir as workdirs
     from orchestrator.compose import compose_trial
+    from orchestrator.preflight import device_problem
     from trainers.data import DataError
     from trainers.loop import DivergenceError, run_trial
     from trainers.tracking import MemoryTracker
@@ -178,6 +209,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = compose_trial(args.overrides)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = (args.workdir or rigl_home() / "train" / f"{stamp}-{os.getpid()}").resolve()
+    problem = device_problem(cfg.train.device)
+    if problem:
+        raise UsageError(problem)
+    workdirs.claim(workdir, cfg)
     print(
         f"rigl train: {cfg.model.name} on {cfg.data.name}, {cfg.method.name}, "
         f"sparsity {cfg.sparsity}, {cfg.train.total_steps:,} steps; files in {workdir}",
@@ -197,6 +232,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     bar.close()
     summary = asdict(result)
+    workdirs.finish(workdir, summary)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -206,6 +242,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from orchestrator import display
     from orchestrator import sweep as sweeps
     from orchestrator.records import valid_sweep_id
 
@@ -213,18 +250,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     study = args.name or (sweeps.load_preset(args.preset).study if args.preset else "default")
     if args.json and not args.dry_run:
         raise UsageError("--json goes with --dry-run (rigl status SWEEP --json reports a run)")
+    for warning in display.update_warnings(trials):
+        print(f"rigl sweep: warning: {warning}", file=sys.stderr)
     if args.dry_run:
         if args.json:
             print(json.dumps(sweeps.trials_json(trials)))
         else:
+            base = sweeps.load_preset(args.preset).overrides if args.preset else ()
+            points = len(sweeps.grid([*base, *args.overrides])[0])
             print(sweeps.trial_table(trials))
-            print(f"{len(trials)} distinct trials (study {study!r}); nothing submitted")
+            print(
+                f"{points} grid points → {len(trials)} distinct trials (study {study!r}); "
+                "nothing submitted"
+            )
         return 0
     if args.sweep_id:
         valid_sweep_id(args.sweep_id)
     overrides = [*(["--preset", args.preset] if args.preset else []), *args.overrides]
     with args.backends.executor(args) as executor:
         executor.check_placeable(trials)
+        executor.preflight(trials)
         with args.backends.ledger() as ledger:
             return _run(args, ledger, executor, trials, study, overrides, args.sweep_id)
 
@@ -237,6 +282,7 @@ def _run(
     study: str,
     overrides: list[str],
     sweep_id: str | None,
+    attempt_tags: dict[str, str] | None = None,
 ) -> int:
     """Run the sweep's trials through the driver and print how they ended."""
     from orchestrator import display, driver
@@ -258,6 +304,7 @@ def _run(
         work_root=rigl_home() / "work",
         on_tick=display.progress_printer(),
         on_start=started,
+        attempt_tags=attempt_tags,
     )
     if not result.trials:
         print(f"nothing to run: every trial of sweep {result.sweep_id} has a FINISHED attempt")
@@ -284,7 +331,7 @@ def _run(
 def cmd_status(args: argparse.Namespace) -> int:
     from orchestrator import display, driver
 
-    with args.backends.ledger() as ledger:
+    with args.backends.ledger(read_only=True) as ledger:
         if args.sweep is None:
             summaries = [driver.summarize(ledger, info) for info in ledger.sweeps()]
             if args.json:
@@ -300,10 +347,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_rerun(args: argparse.Namespace) -> int:
     from orchestrator import driver
     from orchestrator import sweep as sweeps
+    from orchestrator.records import RERUN_OVERRIDES
 
     with args.backends.ledger() as ledger:
         info = driver.require_sweep(ledger, args.sweep)
-        trials = sweeps.recompose(ledger.sweep_trials(args.sweep))
+        trials = sweeps.recompose(ledger.sweep_trials(args.sweep), args.overrides)
         todo = driver.unfinished(ledger, args.sweep, trials)
         if not todo:
             print(
@@ -317,27 +365,31 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         )
         with args.backends.executor(args) as executor:
             executor.check_placeable(todo)
-            return _run(args, ledger, executor, todo, info.name, list(info.overrides), args.sweep)
+            executor.preflight(todo)
+            tags = {RERUN_OVERRIDES: json.dumps(args.overrides)} if args.overrides else None
+            return _run(
+                args, ledger, executor, todo, info.name, list(info.overrides), args.sweep, tags
+            )
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-
-    from orchestrator.tracking.server import LocalStore
+    from orchestrator.tracking import ui
 
     if os.environ.get("MLFLOW_TRACKING_URI"):
         print(f"MLFLOW_TRACKING_URI is set: open {os.environ['MLFLOW_TRACKING_URI']}")
         return 0
-    store = LocalStore.under(rigl_home())
-    store.artifacts.mkdir(parents=True, exist_ok=True)
-    print(
-        f"MLflow UI on http://127.0.0.1:{args.port} over {store.root} (Ctrl-C to stop)",
-        file=sys.stderr,
-    )
+    ui.check_port(args.port)
     try:
-        return subprocess.run(store.server_command(args.port), check=False).returncode
-    except KeyboardInterrupt:
+        with ui.stop_on_signals(), ui.ui_server(args.port) as server:
+            print(
+                f"MLflow UI: http://127.0.0.1:{args.port}  (over {rigl_home()}; Ctrl-C stops it)",
+                flush=True,
+            )
+            code = server.wait()
+    except (KeyboardInterrupt, ui.SignalStopError):
         return 0
+    print(f"rigl ui: the MLflow server stopped by itself (exit {code})", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

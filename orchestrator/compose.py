@@ -9,6 +9,7 @@ what is allowed; the CLI prints it and exits 2 before anything is recorded.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from hydra.errors import ConfigCompositionException, HydraException, OverridePar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from orchestrator import messages
 from orchestrator.errors import UsageError
 from trainers.build import prepare
 from trainers.config import ConfigError, TrialConfig, validate
@@ -53,9 +55,10 @@ def compose_trial(overrides: Sequence[str]) -> TrialConfig:
             cfg = compose(CONFIG_NAME, overrides=list(overrides))
         trial = OmegaConf.to_object(cfg)
     except OverrideParseException as exc:
-        raise UsageError(f"malformed override: {exc}") from None
+        raise UsageError(messages.malformed(overrides, str(exc))) from None
     except ConfigCompositionException as exc:
-        raise UsageError(_composition_message(exc)) from None
+        grid = messages.not_a_grid(str(exc))
+        raise UsageError(grid or _composition_message(exc)) from None
     except (HydraException, OmegaConfBaseException) as exc:
         raise UsageError(_omegaconf_message(exc)) from None
     except ValueError as exc:  # e.g. "method=0.8": a group choice that is not a name
@@ -83,6 +86,9 @@ def _composition_message(exc: ConfigCompositionException) -> str:
 def _omegaconf_message(exc: BaseException, context: str = "") -> str:
     key = getattr(exc, "full_key", None)
     text = str(exc).split("\n")[0]
+    listed = re.search(r"of type 'list' could not be converted to (\w+)", text)
+    if key and listed:
+        return messages.list_for_a_number(key, getattr(exc, "value", None), listed.group(1))
     if "not in struct" in str(exc) or "not in '" in str(exc):
         return f"unknown key {key or context!r}: allowed keys there are {_sibling_keys(key)}"
     if key:

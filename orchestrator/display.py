@@ -21,20 +21,31 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     )
 
 
+REASON_CHARS = 72
+
+
 def trials_table(rows: Sequence[dict[str, Any]]) -> str:
-    """One line per trial of ``driver.trial_rows``."""
-    header = ("trial", *SWEPT_COLUMNS, "state", "attempts", "final_acc")
+    """One line per trial of ``driver.trial_rows``; a trial that failed or was killed
+    ends with its latest attempt's error."""
+    header = ("trial", *SWEPT_COLUMNS, "state", "attempts", "final_acc", "reason")
     lines = [header]
     for r in rows:
         acc = "" if r["final_accuracy"] is None else f"{r['final_accuracy']:.4f}"
         swept = ("-" if r.get(k) is None else str(r[k]) for k in SWEPT_COLUMNS)
-        lines.append((r["trial_key"], *swept, r["state"], str(r["attempts"]), acc))
+        reason = _short(r.get("error") or "") if r["state"] in ("FAILED", "KILLED") else ""
+        lines.append((r["trial_key"], *swept, r["state"], str(r["attempts"]), acc, reason))
     return table(lines)
 
 
+def _short(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
+
+
 def sweep_record(summary: SweepSummary) -> dict[str, Any]:
-    """A sweep of the list as `rigl status --json` prints it (``failed`` counts the
-    killed trials too; ``killed`` counts them alone)."""
+    """A sweep of the list as `rigl status --json` prints it: ``failed`` counts the trials
+    that ended without finishing (killed ones included, as it always has), ``killed``
+    those among them that were stopped (Ctrl-C, or a driver that died)."""
     info = summary.info
     return {
         "sweep_id": info.sweep_id,
@@ -44,13 +55,21 @@ def sweep_record(summary: SweepSummary) -> dict[str, Any]:
         "finished": summary.finished,
         "failed": summary.failed + summary.killed,
         "running": summary.running,
+        "killed": summary.killed,
     }
 
 
 def sweeps_table(summaries: Sequence[SweepSummary]) -> str:
+    """One line per sweep under a header; ``failed`` and ``killed`` are counted apart."""
     if not summaries:
-        return "(no sweeps yet: rigl sweep ...)"
-    return "\n".join("  ".join(str(v) for v in sweep_record(s).values()) for s in summaries)
+        return "no sweeps yet: start one with `rigl sweep ...` (`rigl sweep --help`)"
+    header = ("sweep", "study", "created (UTC)", "trials", "finished", "failed", "killed")
+    lines: list[tuple[str, ...]] = [(*header, "running")]
+    for s in summaries:
+        created = f"{s.info.created:%Y-%m-%d %H:%M}" if s.info.created else "-"
+        counts = (s.info.trials, s.finished, s.failed, s.killed, s.running)
+        lines.append((s.info.sweep_id, s.info.name, created, *(str(c) for c in counts)))
+    return table(lines)
 
 
 def failures(outcomes: Sequence[Outcome], stream: TextIO | None = None) -> None:
@@ -95,6 +114,31 @@ def progress_printer(stream: TextIO | None = None, every: float = 2.0) -> TickFn
         )
 
     return show
+
+
+def update_warnings(trials: Sequence[Any]) -> list[str]:
+    """One line per (method, ΔT, T_end) whose trials would get fewer than two topology
+    updates: their masks would hardly move, usually a ΔT too large for the run."""
+    from trainers import methods
+    from trainers.methods import Iteration
+
+    few: dict[tuple[str, int, int], tuple[int, list[str]]] = {}
+    for trial in trials:
+        cfg = trial.config
+        method = methods.get(cfg.method.name)
+        if not method.keys & (methods.DROP_AND_GROW_KEYS | methods.Prune.keys):
+            continue  # no scheduled topology updates (dense, static, SNIP's one-shot)
+        updates = sum(s.count for s in method.schedule(cfg) if s.kind is not Iteration.STEP)
+        if updates < 2:
+            t_end = round(cfg.method.end_fraction * cfg.train.total_steps)
+            entry = few.setdefault((cfg.method.name, cfg.delta_t, t_end), (updates, []))
+            entry[1].append(trial.key)
+    return [
+        f"{len(keys)} {name} trial(s) get {n} topology update{'s' if n != 1 else ''} "
+        f"(ΔT={dt} with T_end={t_end} of {trials[0].config.train.total_steps} steps; e.g. "
+        f"trial {keys[0]}): lower delta_t or train longer"
+        for (name, dt, t_end), (n, keys) in few.items()
+    ]
 
 
 def flops_json(cfg: Any, report: Any, rows: Sequence[Any]) -> dict[str, Any]:

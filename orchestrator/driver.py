@@ -19,7 +19,6 @@ Everything that decides an attempt's or a trial's state lives here and nowhere e
 
 from __future__ import annotations
 
-import subprocess
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from orchestrator import records
 from orchestrator.errors import UsageError
 from orchestrator.records import (
     OPEN_STATUSES,
@@ -97,6 +97,8 @@ class AttemptJob:
     train_fn: TrainFn | None = None
     """Replaces ``trainers.loop.run_trial`` (same signature): benchmarks time the
     machinery around a known amount of work with it."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Added to every attempt run (e.g. the overrides a rerun applied)."""
 
 
 @dataclass
@@ -123,6 +125,10 @@ class Executor(Protocol):
 
     def check_placeable(self, trials: Sequence[Trial]) -> None:
         """UsageError for a trial no worker could ever host."""
+
+    def preflight(self, trials: Sequence[Trial]) -> None:
+        """UsageError for what would fail every attempt (``driver.preflight``), checked
+        where the trials would run."""
 
     def run(
         self, trials: Sequence[Trial], job: AttemptJob, ledger: Ledger, on_tick: TickFn
@@ -156,7 +162,9 @@ def run_attempt(
         if lost.status in OPEN_STATUSES:
             ledger.end_attempt(lost.run_id, "FAILED", error=WORKER_LOST)
     number = max((a.attempt for a in previous), default=0) + 1
-    run_id = ledger.start_attempt(job.sweep_id, trial, number, job.git_sha, tags=tags)
+    run_id = ledger.start_attempt(
+        job.sweep_id, trial, number, job.git_sha, tags={**job.tags, **(tags or {})}
+    )
     workdir = Path(job.work_root) / job.sweep_id / trial.key / f"attempt-{number}"
     for earlier in sorted(previous, key=lambda a: a.attempt, reverse=True):
         if ledger.fetch_checkpoint(earlier.run_id, workdir / "checkpoint.pt"):
@@ -222,6 +230,7 @@ def run_sweep(
     train_fn: TrainFn | None = None,
     on_tick: TickFn | None = None,
     on_start: Callable[[str, list[Trial]], None] | None = None,
+    attempt_tags: Mapping[str, str] | None = None,
 ) -> SweepResult:
     """Record the sweep (or reopen ``sweep_id`` and keep its unfinished trials), run its
     trials on ``executor`` and end it. ``on_start(sweep_id, trials)`` is called once the
@@ -237,7 +246,13 @@ def run_sweep(
         ledger.reopen_sweep(sweep_id)
     if on_start is not None:
         on_start(sweep_id, todo)
-    job = AttemptJob(sweep_id, git_sha or code_version(), str(work_root), train_fn)
+    job = AttemptJob(
+        sweep_id,
+        git_sha or records.code_version(),
+        str(work_root),
+        train_fn,
+        dict(attempt_tags or {}),
+    )
     ledger.heartbeat(sweep_id)
     last_beat = [time.monotonic()]
 
@@ -361,19 +376,3 @@ def summarize(ledger: Ledger, info: SweepInfo) -> SweepSummary:
         killed=states.count("KILLED"),
         running=states.count("RUNNING"),
     )
-
-
-def code_version() -> str:
-    """The driver's code version: the checkout's HEAD, or "unknown" outside a git tree."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"

@@ -5,3 +5,8 @@ from __future__ import annotations
 
 class UsageError(ValueError):
     """Bad user input: the CLI prints the message and exits 2, before anything is recorded."""
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The tracking server could not be reached (or kept failing) for longer than allowed;
+    the message names it. The CLI prints it as one line and exits 1."""

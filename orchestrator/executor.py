@@ -27,12 +27,14 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrator.driver import AttemptJob, Ledger, Outcome, TickFn, run_attempt
 from orchestrator.errors import UsageError
+from orchestrator.preflight import preflight
 from orchestrator.records import NODE_ID
 from orchestrator.sweep import Trial
 
 PLACEMENT_TIMEOUT_S = 600.0
 BEAT_EVERY_S = 2.0
 BEAT_ALIVE_S = 10.0
+PREFLIGHT_TIMEOUT_S = 120.0
 
 
 def connect(address: str | None) -> None:
@@ -56,6 +58,11 @@ def connect(address: str | None) -> None:
                 "host:port of a running Ray head (ray start --head), or leave "
                 "it out to run on this machine"
             ) from None
+    if not address:
+        # Ray turns token authentication on for a new local cluster and warns about it at
+        # every start unless the mode is set; set to what Ray would do anyway, it says
+        # nothing (a mode the user chose is kept).
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
         ray.init(
             # "local" always starts an embedded cluster: with None, Ray would join the
@@ -80,9 +87,12 @@ def ray_executor(
     address: str | None, *, max_retries: int = 3, placement_timeout: float = PLACEMENT_TIMEOUT_S
 ) -> Iterator[RayExecutor]:
     """A RayExecutor on the cluster at ``address`` (embedded if None), shut down on exit."""
+    embedded = not (address or os.environ.get("RAY_ADDRESS"))
     connect(address)
     try:
-        yield RayExecutor(max_retries=max_retries, placement_timeout=placement_timeout)
+        yield RayExecutor(
+            max_retries=max_retries, placement_timeout=placement_timeout, embedded=embedded
+        )
     finally:
         shutdown()
 
@@ -135,6 +145,7 @@ def _beat(board: Any, key: str, stop: threading.Event) -> None:
 
 
 _attempt_task = ray.remote(_attempt)
+_preflight_task = ray.remote(preflight)
 
 
 class RayExecutor:
@@ -146,10 +157,15 @@ class RayExecutor:
     """
 
     def __init__(
-        self, *, max_retries: int = 3, placement_timeout: float = PLACEMENT_TIMEOUT_S
+        self,
+        *,
+        max_retries: int = 3,
+        placement_timeout: float = PLACEMENT_TIMEOUT_S,
+        embedded: bool = False,
     ) -> None:
         self.max_retries = max_retries
         self.placement_timeout = placement_timeout
+        self.embedded = embedded
 
     def check_placeable(self, trials: Sequence[Trial]) -> None:
         """UsageError for a trial whose CPU/GPU request exceeds every node of the cluster."""
@@ -163,6 +179,24 @@ class RayExecutor:
                     f"fit no node of the cluster: the largest has {largest[0]:g} CPUs and "
                     f"{largest[1]:g} GPUs"
                 )
+
+    def preflight(self, trials: Sequence[Trial]) -> None:
+        """``driver.preflight`` here for the embedded cluster (it is this machine), else
+        as one small task on a node that can host the first trial, before any is sent."""
+        if self.embedded or not trials:
+            problems = preflight(trials)
+        else:
+            res = trials[0].config.resources
+            task = _preflight_task.options(num_cpus=min(res.cpus, 1.0), num_gpus=res.gpus)
+            try:
+                problems = ray.get(task.remote(list(trials)), timeout=PREFLIGHT_TIMEOUT_S)
+            except GetTimeoutError:
+                raise UsageError(
+                    f"the data check found no node to run on within {PREFLIGHT_TIMEOUT_S:g} s "
+                    f"(it asks for the first trial's {res.gpus:g} GPUs); is the cluster busy?"
+                ) from None
+        if problems:
+            raise UsageError("\n\n".join(problems))
 
     def run(
         self, trials: Sequence[Trial], job: AttemptJob, ledger: Ledger, on_tick: TickFn

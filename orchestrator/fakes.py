@@ -22,8 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import records as r
-from orchestrator.driver import WORKER_LOST, AttemptJob, Ledger, Outcome, TickFn, run_attempt
+from orchestrator.driver import (
+    WORKER_LOST,
+    AttemptJob,
+    Ledger,
+    Outcome,
+    TickFn,
+    run_attempt,
+)
 from orchestrator.errors import UsageError
+from orchestrator.preflight import preflight
 from orchestrator.records import AttemptInfo, SweepInfo, public
 from orchestrator.sweep import Trial, run_name, trials_json
 from trainers.config import flatten
@@ -308,6 +316,11 @@ class InProcessExecutor:
                     f"resources.cpus={res.cpus}, resources.gpus={res.gpus} (trial {trial.key}) "
                     f"fit no worker: the largest has {self.cpus:g} CPUs and {self.gpus:g} GPUs"
                 )
+
+    def preflight(self, trials: Sequence[Trial]) -> None:
+        problems = preflight(trials)
+        if problems:
+            raise UsageError("\n\n".join(problems))
 
     def run(
         self, trials: Sequence[Trial], job: AttemptJob, ledger: Ledger, on_tick: TickFn

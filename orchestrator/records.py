@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import socket
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ ERROR = "rigl.error"
 OVERRIDES = "rigl.overrides"
 N_TRIALS = "rigl.n_trials"
 NODE_ID = "rigl.node_id"
+RERUN_OVERRIDES = "rigl.rerun_overrides"
+"""Overrides a rerun applied to the attempt (neutral keys only: data roots, resources)."""
 RESUMED_FROM = "rigl.resumed_from_step"
 HEARTBEAT = "rigl.heartbeat"
 """Unix time of the sweep driver's latest sign of life (tag on the parent run)."""
@@ -174,3 +177,19 @@ def process_alive(driver: str) -> bool:
     if host != socket.gethostname() or not pid.isdigit() or start == "?":
         return True
     return _start_ticks(int(pid)) == start
+
+
+def code_version() -> str:
+    """The driver's code version: the checkout's HEAD, or "unknown" outside a git tree."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"

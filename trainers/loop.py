@@ -56,6 +56,8 @@ class TrialResult:
     size_bytes: float
     train_flops: float
     wall_time_s: float
+    """Seconds from the start of ``run_trial`` (building the network and loading the data
+    included) to the end of the trial, summed over the attempts it resumed from."""
     steps: int
     resumed_from_step: int | None = None
 
@@ -187,6 +189,7 @@ def run_trial(
     """
     workdir = Path(workdir).resolve()
     tracker.log_params(flatten(cfg))
+    begun = time.perf_counter()  # wall time counts building the trial and loading its data
     trial = _Trial(cfg, workdir)
     ckpt_path = workdir / checkpoint.CHECKPOINT_NAME
     resumed_from = None
@@ -195,7 +198,7 @@ def run_trial(
         resumed_from = trial.counters.step
     else:
         _snapshot(trial, tracker, "init")
-    started = time.perf_counter() - trial.counters.wall_time_s
+    started = begun - trial.counters.wall_time_s
     _train(trial, tracker, progress, started)
     return _finish(trial, tracker, started, resumed_from)
 

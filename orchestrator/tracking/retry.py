@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from typing import Any, TypeVar
 
 import requests
 from mlflow.exceptions import RestException
+
+from orchestrator.errors import TrackingUnavailableError
 
 T = TypeVar("T")
 
@@ -32,10 +35,6 @@ _TRANSIENT_ERRORS = (
     ConnectionError,
     TimeoutError,
 )
-
-
-class TrackingUnavailableError(RuntimeError):
-    """The tracking server could not be reached (or kept failing) for longer than allowed."""
 
 
 def client_defaults() -> None:
@@ -67,6 +66,29 @@ def transient(exc: BaseException) -> bool:
     return False
 
 
+def reason(exc: BaseException) -> str:
+    """The root of a failure in a few words ("[Errno 111] Connection refused", "HTTP 503"),
+    not the chain of wrappers requests and MLflow put around it."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in chain:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    text = " ".join(str(e) for e in chain)
+    errno = re.search(r"\[Errno -?\d+\] [^\"')(]+", text)
+    if errno:
+        return errno.group(0).strip().rstrip(".")
+    status = re.search(r"(?:status code|HTTP) (\d{3})", text)
+    if status:
+        return f"HTTP {status.group(1)}"
+    last = chain[-1]
+    return (
+        f"{type(last).__name__}: {str(last).splitlines()[0][:120]}"
+        if str(last)
+        else type(last).__name__
+    )
+
+
 @dataclass(frozen=True)
 class Retry:
     """Run a tracking call, retrying transient failures with jittered exponential backoff
@@ -90,7 +112,7 @@ class Retry:
                 if waited >= self.limit:
                     raise TrackingUnavailableError(
                         f"the tracking server at {self.uri} was unreachable or failing for "
-                        f"{waited:.0f} s (limit {self.limit:g} s) during {what}: {exc}"
+                        f"{waited:.0f} s (limit {self.limit:g} s) during {what}: {reason(exc)}"
                     ) from exc
                 self.sleep(min(delay * random.uniform(0.5, 1.0), self.limit - waited))
                 delay = min(2 * delay, 10.0)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from orchestrator.errors import TrackingUnavailableError
 from orchestrator.home import rigl_home
-from orchestrator.tracking.retry import TrackingUnavailableError
 
 STARTUP_TIMEOUT_S = 90.0
 """Default seconds the private server may take to answer /health (about 10 s on 2 cores)."""

