@@ -88,7 +88,9 @@ def test_a_workdir_resumes_only_its_own_trial(tmp_path, capsys):
     assert "method.name: 'rigl' there, 'set' here" in err
     assert (work / "checkpoint.pt").is_file()  # untouched
     # The same trial (its logging cadence aside) resumes from the finished checkpoint.
-    assert main(["train", *SHORT, "method=rigl", "train.eval_every=40", "--workdir", str(work)]) == 0
+    assert (
+        main(["train", *SHORT, "method=rigl", "train.eval_every=40", "--workdir", str(work)]) == 0
+    )
 
 
 def test_a_checkpoint_nobody_claimed_is_not_resumed(tmp_path, capsys):
