@@ -70,3 +70,64 @@ def test_entrypoints_refuse_to_start_without_their_secrets(tmp_path, script, cas
     assert expected in result.stderr and result.stdout == ""
     assert "s3cret" not in result.stderr
     assert not list(tmp_path.glob("db.sqlite*")) and not (tmp_path / "artifacts").exists()
+
+
+@pytest.fixture
+def fake_ray(tmp_path) -> Path:
+    """A `ray` first on the PATH that writes its arguments and environment, one per line."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    ray = bin_dir / "ray"
+    ray.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$OUT/args"\nenv > "$OUT/env"\n')
+    ray.chmod(0o755)
+    return bin_dir
+
+
+def _ray_start(script: str, fake_ray: Path, tmp_path: Path, **env: str) -> tuple[list, dict]:
+    token = write_secret(tmp_path / "token", "t0ken-t0ken")
+    password = write_secret(tmp_path / "password", "mlfl0w-passw0rd")
+    base = {
+        "PATH": f"{fake_ray}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "OUT": str(tmp_path),
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "RAY_AUTH_TOKEN": "a-stray-token",
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD_FILE": str(password),
+    }
+    result = subprocess.run(
+        [str(BIN / script), "--temp-dir=/tmp/x"], env={**base, **env}, capture_output=True
+    )
+    assert result.returncode == 0, result.stderr
+    args = (tmp_path / "args").read_text().splitlines()
+    environ = dict(line.split("=", 1) for line in (tmp_path / "env").read_text().splitlines())
+    assert not [a for a in args if "t0ken" in a or "passw0rd" in a]  # never on a command line
+    assert environ["RAY_AUTH_MODE"] == "token" and "RAY_AUTH_TOKEN" not in environ
+    assert environ["MLFLOW_TRACKING_PASSWORD"] == "mlfl0w-passw0rd"
+    assert environ["RAY_USAGE_STATS_ENABLED"] == "0"
+    return args, environ
+
+
+def test_ray_head_starts_a_head_that_offers_no_cpus(fake_ray, tmp_path):
+    args, _ = _ray_start("ray-head", fake_ray, tmp_path, RAY_DASHBOARD_HOST="0.0.0.0")
+    assert args == [
+        *("start", "--head", "--port=6379", "--include-dashboard=true"),
+        *("--dashboard-host=0.0.0.0", "--dashboard-port=8265"),
+        *("--block", "--disable-usage-stats", "--num-cpus=0", "--temp-dir=/tmp/x"),
+    ]
+
+
+def test_ray_worker_joins_the_head_with_what_it_offers(fake_ray, tmp_path):
+    args, _ = _ray_start(
+        "ray-worker",
+        fake_ray,
+        tmp_path,
+        RAY_ADDRESS="ray-head:6379",
+        RAY_NUM_CPUS="4",
+        RAY_NUM_GPUS="1",
+        RAY_NODE_IP="10.0.0.7",
+    )
+    assert args == [
+        *("start", "--address=ray-head:6379", "--block", "--disable-usage-stats"),
+        *("--node-ip-address=10.0.0.7", "--num-gpus=1", "--num-cpus=4", "--temp-dir=/tmp/x"),
+    ]
