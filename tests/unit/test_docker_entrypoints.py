@@ -109,10 +109,10 @@ def _ray_start(script: str, fake_ray: Path, tmp_path: Path, **env: str) -> tuple
 
 
 def test_ray_head_starts_a_head_that_offers_no_cpus(fake_ray, tmp_path):
-    args, _ = _ray_start("ray-head", fake_ray, tmp_path, RAY_DASHBOARD_HOST="0.0.0.0")
+    args, _ = _ray_start("ray-head", fake_ray, tmp_path, RAY_DASHBOARD_HOST="10.0.0.7")
     assert args == [
         *("start", "--head", "--port=6379", "--include-dashboard=true"),
-        *("--dashboard-host=0.0.0.0", "--dashboard-port=8265"),
+        *("--dashboard-host=10.0.0.7", "--dashboard-port=8265"),
         *("--block", "--disable-usage-stats", "--num-cpus=0", "--temp-dir=/tmp/x"),
     ]
 
