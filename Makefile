@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Python scripts of docker/ without a .py suffix (ruff finds only .py files by itself)
+DOCKER_PY := docker/bin/mlflow-server docker/bin/http-ok
 
-.PHONY: demo test test-unit check format lint boundaries types bench clean
+.PHONY: demo test test-unit check format lint boundaries types bench validate-docker clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,10 +24,10 @@ test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration"
 
 format: $(STAMP)
-	$(BIN)/ruff format --check trainers orchestrator dashboards tests benchmarks
+	$(BIN)/ruff format --check trainers orchestrator dashboards tests benchmarks docker $(DOCKER_PY)
 
 lint: $(STAMP)
-	$(BIN)/ruff check trainers orchestrator dashboards tests benchmarks
+	$(BIN)/ruff check trainers orchestrator dashboards tests benchmarks docker $(DOCKER_PY)
 
 boundaries: $(STAMP)
 	$(BIN)/lint-imports
@@ -33,7 +35,12 @@ boundaries: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-check: format lint boundaries types test
+check: format lint boundaries types validate-docker test
+
+# docker/compose.yaml and docker/kuberay/ against their schemas (../shared/schemas), and
+# the versions of Ray, MLflow, torch and Python across docker/ and pyproject.toml.
+validate-docker: $(STAMP)
+	$(BIN)/python docker/validate.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/mask_update.py
