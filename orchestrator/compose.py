@@ -47,12 +47,22 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
 
+CUSTOM = "distribution.custom"
+
+
 def compose_trial(overrides: Sequence[str]) -> TrialConfig:
-    """Compose conf/config.yaml with ``overrides`` into a validated TrialConfig."""
+    """Compose conf/config.yaml with ``overrides`` into a validated TrialConfig.
+
+    Per-layer sparsities (``distribution.custom``, SPEC §2) are keyed by parameter names,
+    which contain dots, so Hydra would read ``distribution.custom.fc1.weight=0.5`` as a
+    nested key; they are applied here instead: ``distribution.custom.<layer>=<s>`` sets one
+    layer, ``distribution.custom={fc1.weight:0.5,fc2.weight:0.7}`` all of them.
+    """
     _register_schema()
+    rest, custom, replace = _custom_sparsities(overrides)
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = compose(CONFIG_NAME, overrides=list(overrides))
+            cfg = compose(CONFIG_NAME, overrides=rest)
         trial = OmegaConf.to_object(cfg)
     except OverrideParseException as exc:
         raise UsageError(messages.malformed(overrides, str(exc))) from None
@@ -64,10 +74,55 @@ def compose_trial(overrides: Sequence[str]) -> TrialConfig:
     except ValueError as exc:  # e.g. "method=0.8": a group choice that is not a name
         raise UsageError(f"{exc} (overrides: {' '.join(overrides)})") from None
     assert isinstance(trial, TrialConfig)
+    if replace or custom:
+        base = {} if replace else dict(trial.distribution.custom)
+        trial.distribution.custom = {**base, **custom}
     try:
         return prepare(validate(trial))
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _custom_sparsities(overrides: Sequence[str]) -> tuple[list[str], dict[str, float], bool]:
+    """(the other overrides, per-layer sparsities, whether they replace the config's)."""
+    rest: list[str] = []
+    custom: dict[str, float] = {}
+    replace = False
+    for override in overrides:
+        key, eq, value = override.partition("=")
+        key = key.lstrip("+")
+        if eq and key == CUSTOM:
+            parsed = _dict_value(override)
+            custom = {str(k): _sparsity(f"{CUSTOM}.{k}", v) for k, v in parsed.items()}
+            replace = True
+        elif eq and key.startswith(CUSTOM + "."):
+            custom[key[len(CUSTOM) + 1 :]] = _sparsity(key, value)
+        else:
+            rest.append(override)
+    return rest, custom, replace
+
+
+def _dict_value(override: str) -> dict[str, object]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        value = OverridesParser.create().parse_override(override).value()
+    except (HydraException, OverrideParseException) as exc:
+        raise UsageError(messages.malformed([override], str(exc))) from None
+    if not isinstance(value, dict):
+        raise UsageError(
+            f"{CUSTOM}={override.partition('=')[2]!r} is not allowed: a mapping of layer "
+            f"names to sparsities, {CUSTOM}={{fc1.weight:0.5}}, or one layer, "
+            f"{CUSTOM}.fc1.weight=0.5"
+        )
+    return value
+
+
+def _sparsity(key: str, value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UsageError(f"{key}={value!r} is not allowed: a number in [0, 1)") from None
 
 
 def _composition_message(exc: ConfigCompositionException) -> str:

@@ -62,12 +62,13 @@ def _check_layers(cfg: TrialConfig) -> None:
     spec = MODELS[cfg.model.name]
     dense = spec.default_dense if cfg.model.dense_layers is None else cfg.model.dense_layers
     masked = masked_layer_names(model, dense)
+    shown = masked if len(masked) <= 12 else [*masked[:12], f"... ({len(masked)} in all)"]
     for layer in cfg.distribution.custom:
         _check(
             layer in masked,
             "distribution.custom",
             layer,
-            f"names of masked layers, e.g. {masked[:3]}",
+            f"the names of {cfg.model.name}'s masked layers: {shown}",
         )
 
 
