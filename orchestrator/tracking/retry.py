@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import requests
 from mlflow.exceptions import RestException
 
-from orchestrator.errors import TrackingUnavailableError
+from orchestrator.errors import TrackingAuthError, TrackingUnavailableError
 
 T = TypeVar("T")
 
@@ -66,6 +66,16 @@ def transient(exc: BaseException) -> bool:
     return False
 
 
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status an MLflow or requests error carries, if any."""
+    if isinstance(exc, RestException):
+        return exc.get_http_status_code()
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return exc.response.status_code
+    found = re.search(r"error code (\d{3}) != 200", str(exc))
+    return int(found.group(1)) if found else None
+
+
 def reason(exc: BaseException) -> str:
     """The root of a failure in a few words ("[Errno 111] Connection refused", "HTTP 503"),
     not the chain of wrappers requests and MLflow put around it."""
@@ -106,6 +116,13 @@ class Retry:
             try:
                 return call(*args, **kwargs)
             except Exception as exc:
+                if http_status(exc) in (401, 403):
+                    raise TrackingAuthError(
+                        f"the tracking server at {self.uri} refused {what} "
+                        f"(HTTP {http_status(exc)}): give its user and password in "
+                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or a token "
+                        "in MLFLOW_TRACKING_TOKEN)"
+                    ) from None
                 if not transient(exc):
                     raise
                 waited = self.clock() - start

@@ -138,6 +138,15 @@ def test_tracking_server_answers_only_its_users(stack):
     assert rebound.status_code == 403
 
 
+def test_rigl_without_credentials_says_which_variables_to_set(stack, tmp_path):
+    stranger = Laptop(tmp_path / "stranger", stack)  # no ~/.mlflow/credentials there
+    done = stranger.rigl("status")
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "HTTP 401" in line and "MLFLOW_TRACKING_USERNAME" in line
+    assert stack.admin_password not in done.stderr + done.stdout
+
+
 def test_the_compose_health_checks_pass_on_the_running_stack(stack):
     """The commands compose.yaml's health checks run, against the same services here."""
     agents = [

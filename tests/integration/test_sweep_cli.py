@@ -57,6 +57,7 @@ def test_smoke_sweep_records_everything(tmp_path, monkeypatch):
     result = rigl(home, "sweep", "--preset", "smoke", *SHORT)
     assert result.returncode == 0, result.stderr
     assert "finished 7" in result.stderr and "FINISHED" in result.stdout
+    assert "Token authentication is enabled" not in result.stderr  # Ray's warning: said nothing
     sweep_id = sweep_id_of(result)
 
     listed = json.loads(rigl(home, "status", "--json").stdout)
