@@ -58,9 +58,7 @@ def test_a_layers_sparsity_can_be_swept():
 def test_a_distribution_file_can_set_layers(tmp_path, monkeypatch):
     conf = tmp_path / "conf"
     shutil.copytree(conf_dir(), conf)
-    (conf / "distribution" / "erk_fc1.yaml").write_text(
-        "name: erk\ncustom:\n  fc1.weight: 0.5\n"
-    )
+    (conf / "distribution" / "erk_fc1.yaml").write_text("name: erk\ncustom:\n  fc1.weight: 0.5\n")
     monkeypatch.setenv("RIGL_CONF", str(conf))
     cfg = compose_trial(["distribution=erk_fc1", "distribution.custom.fc2.weight=0.3"])
     assert cfg.distribution.custom == {"fc1.weight": 0.5, "fc2.weight": 0.3}
