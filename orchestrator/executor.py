@@ -58,11 +58,7 @@ def connect(address: str | None) -> None:
                 "host:port of a running Ray head (ray start --head), or leave "
                 "it out to run on this machine"
             ) from None
-    if not address:
-        # Ray turns token authentication on for a new local cluster and warns about it at
-        # every start unless the mode is set; set to what Ray would do anyway, it says
-        # nothing (a mode the user chose is kept).
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    _quiet_token_notice()
     try:
         ray.init(
             # "local" always starts an embedded cluster: with None, Ray would join the
@@ -75,6 +71,21 @@ def connect(address: str | None) -> None:
         )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise UsageError(f"--address={address!r}: could not join the Ray cluster: {exc}") from None
+
+
+class _TokenNotice(logging.Filter):
+    """Ray turns token authentication on for every new local cluster and says so at each
+    start; the project keeps it on and handles the token, so the notice asks nothing of
+    the user. Ray's warnings that do (no token, a token refused) still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+
+
+def _quiet_token_notice() -> None:
+    log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _TokenNotice) for f in log.filters):
+        log.addFilter(_TokenNotice())
 
 
 def shutdown() -> None:

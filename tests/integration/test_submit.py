@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -277,6 +278,28 @@ def _status(cluster: Cluster, sweep_id: str) -> subprocess.CompletedProcess:
     return cluster.rigl("status", sweep_id, "--json")
 
 
+def _watch(cluster: Cluster, job_id: str, sweep_id: str, deadline: float) -> tuple[Any, Any]:
+    """Poll the job until it ends, asking `rigl status` once while it runs: (the job's
+    final status, the trials status reported while it ran, or None)."""
+    seen_running = None
+    while (status := cluster.jobs.get_job_status(job_id)) not in (
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+    ):
+        assert time.monotonic() < deadline, f"job {status} after {JOB_TIMEOUT_S:g} s:\n" + (
+            cluster.jobs.get_job_logs(job_id)
+        )
+        if status == JobStatus.RUNNING and seen_running is None:
+            polled = _status(cluster, sweep_id)
+            if polled.returncode == 0:
+                seen_running = json.loads(polled.stdout)
+            else:  # the driver has not recorded the sweep yet
+                assert f"no sweep {sweep_id!r}" in polled.stderr, polled.stderr
+        time.sleep(1)
+    return status, seen_running
+
+
 def test_submit_runs_the_sweep_on_the_cluster(cluster):
     started = time.monotonic()
     submit = ["submit", *GRID, "--address", cluster.address, "--name", STUDY]
@@ -294,23 +317,7 @@ def test_submit_runs_the_sweep_on_the_cluster(cluster):
     assert cluster.token not in json.dumps([info.entrypoint, info.runtime_env, info.metadata])
 
     # From the laptop while the job runs: rigl status reads the cluster's tracking server.
-    seen_running = None
-    deadline = started + JOB_TIMEOUT_S
-    while (status := cluster.jobs.get_job_status(job_id)) not in (
-        JobStatus.SUCCEEDED,
-        JobStatus.FAILED,
-        JobStatus.STOPPED,
-    ):
-        assert time.monotonic() < deadline, f"job {status} after {JOB_TIMEOUT_S:g} s:\n" + (
-            cluster.jobs.get_job_logs(job_id)
-        )
-        if status == JobStatus.RUNNING and seen_running is None:
-            polled = _status(cluster, sweep_id)
-            if polled.returncode == 0:
-                seen_running = json.loads(polled.stdout)
-            else:  # the driver has not recorded the sweep yet
-                assert f"no sweep {sweep_id!r}" in polled.stderr, polled.stderr
-        time.sleep(1)
+    status, seen_running = _watch(cluster, job_id, sweep_id, started + JOB_TIMEOUT_S)
     logs = cluster.jobs.get_job_logs(job_id)
     assert status == JobStatus.SUCCEEDED, f"job {status}:\n{logs}"
     assert seen_running is not None, f"rigl status never answered while the job ran:\n{logs}"
