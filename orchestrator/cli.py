@@ -185,14 +185,17 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
 def cmd_flops(args: argparse.Namespace) -> int:
     from orchestrator import display
     from orchestrator.compose import compose_trial
-    from trainers.build import flop_report
+    from trainers.build import flop_report, plan_width, weight_counts
 
     cfg = compose_trial(args.overrides)
     report, rows = flop_report(cfg)
+    net_width = plan_width(cfg)
+    # Against the full-width model's weights, so small_dense reports how much smaller it is.
+    overall = 1 - sum(r.active for r in rows) / weight_counts(cfg, cfg.model.width)[0]
     if args.json:
-        print(json.dumps(display.flops_json(cfg, report, rows)))
+        print(json.dumps(display.flops_json(cfg, report, rows, net_width, overall)))
     else:
-        print(display.flops_text(cfg, report, rows))
+        print(display.flops_text(cfg, report, rows, net_width, overall))
     return 0
 
 

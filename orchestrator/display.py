@@ -141,14 +141,19 @@ def update_warnings(trials: Sequence[Any]) -> list[str]:
     ]
 
 
-def flops_json(cfg: Any, report: Any, rows: Sequence[Any]) -> dict[str, Any]:
-    """`rigl flops --json`: the configuration, the totals and one entry per layer."""
+def flops_json(
+    cfg: Any, report: Any, rows: Sequence[Any], width: float, overall: float
+) -> dict[str, Any]:
+    """`rigl flops --json`: the configuration, the network's width and realised overall
+    sparsity (every conv/linear weight counted), the totals and one entry per layer."""
     return {
         "model": cfg.model.name,
         "method": cfg.method.name,
         "distribution": cfg.distribution.name,
         "sparsity": cfg.sparsity,
         "delta_t": cfg.delta_t,
+        "width": width,
+        "overall_sparsity": overall,
         "inference_flops": report.inference_flops,
         "inference_flops_dense": report.inference_flops_dense,
         "inference_multiplier": report.inference_multiplier,
@@ -171,14 +176,14 @@ def flops_json(cfg: Any, report: Any, rows: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def flops_text(cfg: Any, report: Any, rows: Sequence[Any]) -> str:
+def flops_text(cfg: Any, report: Any, rows: Sequence[Any], width: float, overall: float) -> str:
     """`rigl flops`: the per-layer table, then the totals against dense."""
-    width = max(len(r.name) for r in rows)
-    lines = [f"{'layer':<{width}}  {'shape':<18} {'sparsity':>8} {'active':>11} {'FLOPs':>12}"]
+    col = max(len(r.name) for r in rows)
+    lines = [f"{'layer':<{col}}  {'shape':<18} {'sparsity':>8} {'active':>11} {'FLOPs':>12}"]
     for r in rows:
         shape = "x".join(map(str, r.shape))
         lines.append(
-            f"{r.name:<{width}}  {shape:<18} {r.sparsity:>8.4f} {r.active:>11,} {r.flops:>12.4g}"
+            f"{r.name:<{col}}  {shape:<18} {r.sparsity:>8.4f} {r.active:>11,} {r.flops:>12.4g}"
         )
     t = cfg.train
     lines += [
@@ -186,6 +191,7 @@ def flops_text(cfg: Any, report: Any, rows: Sequence[Any]) -> str:
         f"{cfg.model.name}, {cfg.method.name}, {cfg.distribution.name}, "
         f"sparsity {cfg.sparsity}, ΔT {cfg.delta_t}; {t.total_steps:,} steps at batch "
         f"{t.batch_size}",
+        f"width {width:.4g}; overall sparsity {overall:.4f} (every conv/linear weight counted)",
         f"inference FLOPs  {report.inference_flops:.4g}  "
         f"({report.inference_multiplier:.3f}x dense {report.inference_flops_dense:.4g})",
         f"training FLOPs   {report.train_flops:.4g}  "

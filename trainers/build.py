@@ -19,7 +19,13 @@ from torch import nn
 from trainers import methods
 from trainers.config import ConfigError, TrialConfig
 from trainers.data import DATASETS
-from trainers.models import MODELS, build_model, layer_geometry, masked_layer_names
+from trainers.models import (
+    MODELS,
+    build_model,
+    first_conv_name,
+    layer_geometry,
+    masked_layer_names,
+)
 from trainers.sparsity import (
     DISTRIBUTIONS,
     FlopReport,
@@ -87,30 +93,32 @@ class SparsePlan:
 
 
 def planned_sparsities(model: nn.Module, cfg: TrialConfig) -> tuple[list[str], dict[str, float]]:
-    """Masked layer names and their sparsity under the trial's distribution."""
+    """Masked layer names and their sparsity under the trial's distribution.
+
+    With ``distribution.dense_first_layer`` the network's first conv is left unmasked, so it
+    is outside the distribution's budget (SPEC §2); a model that already leaves its first
+    conv dense (WRN-22-2, MobileNets) keeps every other layer masked. A sparsity given for
+    the first conv in ``distribution.custom`` wins over the option, as the reference's
+    ``first_layer_sparsity`` > 0 does.
+    """
     spec = MODELS[cfg.model.name]
+    d = cfg.distribution
     dense = spec.default_dense if cfg.model.dense_layers is None else cfg.model.dense_layers
     masked = masked_layer_names(model, dense)
+    first = first_conv_name(model)
+    if d.dense_first_layer and first in masked and first not in d.custom:
+        masked.remove(first)
     params = dict(model.named_parameters())
     shapes = {name: tuple(params[name].shape) for name in masked}
-    d = cfg.distribution
     custom = {name: s for name, s in d.custom.items() if name in shapes}
-    sparsities = DISTRIBUTIONS[d.name](
-        shapes,
-        cfg.sparsity,
-        erk_power=d.erk_power,
-        custom=custom,
-        dense_first_layer=d.dense_first_layer,
-    )
+    sparsities = DISTRIBUTIONS[d.name](shapes, cfg.sparsity, erk_power=d.erk_power, custom=custom)
     return masked, sparsities
 
 
 def build_plan(cfg: TrialConfig, device: torch.device | str = "cpu") -> SparsePlan:
     """Build the trial's network (seeded by cfg.seed) and its per-layer sparsity plan."""
-    width = cfg.model.width
     method = methods.get(cfg.method.name)
-    if method.scales_width:
-        width = _small_dense_width(cfg)
+    width = plan_width(cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model.name, width=width).to(device)
     masked, sparsities = planned_sparsities(model, cfg)
@@ -119,20 +127,68 @@ def build_plan(cfg: TrialConfig, device: torch.device | str = "cpu") -> SparsePl
     return SparsePlan(model=model, width=width, masked=masked, sparsities=sparsities)
 
 
-def _masked_numel(cfg: TrialConfig, width: float) -> tuple[int, int]:
-    """(weights in masked layers, of them active under the plan) at ``width``, on meta."""
+def plan_width(cfg: TrialConfig) -> float:
+    """The width the trial's network is built with: ``model.width``, or for small_dense the
+    width whose dense network is as large as the sparse one."""
+    scales = methods.get(cfg.method.name).scales_width
+    return _small_dense_width(cfg) if scales else cfg.model.width
+
+
+def counted_weights(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Shape of every Conv2d/Linear weight (the layers FLOPs count, dense ones included),
+    by parameter name in ``named_parameters()`` order."""
+    layers = {id(m.weight) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)}
+    return {name: tuple(p.shape) for name, p in model.named_parameters() if id(p) in layers}
+
+
+def weight_counts(cfg: TrialConfig, width: float) -> tuple[int, int]:
+    """(weights of every counted layer, of them active under the trial's sparsity plan) for
+    the network at ``width``, built on the meta device. Unmasked layers count in full."""
     with torch.device("meta"):
         model = build_model(cfg.model.name, width=width)
-    masked, sparsities = planned_sparsities(model, cfg)
-    params = dict(model.named_parameters())
-    numel = {name: params[name].numel() for name in masked}
-    return sum(numel.values()), sum(num_active(sparsities[n], numel[n]) for n in masked)
+    _, sparsities = planned_sparsities(model, cfg)
+    numel = {name: math.prod(shape) for name, shape in counted_weights(model).items()}
+    active = sum(num_active(sparsities.get(n, 0.0), k) for n, k in numel.items())
+    return sum(numel.values()), active
+
+
+def _footprint(cfg: TrialConfig, width: float, *, sparse: bool) -> float:
+    """What small_dense matches, for the network at ``width`` (dense, or under the trial's
+    sparsity plan): its size in bytes (SPEC §6: 32-bit weights, a 1-bit mask per entry of a
+    sparse layer, a 32-bit bias per output channel) or, with ``method.small_dense_match:
+    weights``, its active weights. Counted layers only; unmasked ones count in full."""
+    with torch.device("meta"):
+        model = build_model(cfg.model.name, width=width)
+    sparsities = planned_sparsities(model, cfg)[1] if sparse else {}
+    shapes = counted_weights(model)
+    if cfg.method.small_dense_match == "weights":
+        return float(
+            sum(num_active(sparsities.get(n, 0.0), math.prod(s)) for n, s in shapes.items())
+        )
+    # The size needs shapes only, so no forward pass: spatial sizes do not enter it.
+    layers = [LayerGeometry(n, s, math.prod(s[1:]), 0, s[0]) for n, s in shapes.items()]
+    return model_size_bytes(layers, sparsities)
 
 
 def _small_dense_width(cfg: TrialConfig) -> float:
-    """Width whose dense network has as many masked-layer weights as the sparse one."""
-    _, target = _masked_numel(cfg, cfg.model.width)
-    return small_dense_width(lambda w: _masked_numel(cfg, w)[0], target)
+    """The width whose dense network is as large as the sparse one (SPEC §4).
+
+    As the authors' Colab does (rigl/imagenet_resnet/colabs/Resnet_50_Param_Flops_Counting
+    .ipynb and MobileNet_Counting.ipynb, "Finding the width multiplier for small dense
+    model": ``sparse_bits / bits`` of ``sparse_utils.get_stats``), the match is on model
+    size in bits, every Conv2d/Linear layer counted and the sparse model's dense layers
+    included. Raises ConfigError naming model and sparsity when no width matches.
+    """
+    target = _footprint(cfg, cfg.model.width, sparse=True)
+    try:
+        return small_dense_width(
+            lambda w: _footprint(cfg, w, sparse=False), target, high=cfg.model.width
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"method=small_dense is not allowed for model={cfg.model.name} at "
+            f"sparsity={cfg.sparsity}: {exc}"
+        ) from exc
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from typing import Any
 
 DISTRIBUTIONS = ("uniform", "er", "erk")
 DROP_FRACTION_SCHEDULES = ("cosine", "constant", "linear")
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SMALL_DENSE_MATCHES = ("size", "weights")
 LR_SCHEDULES = ("step", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -37,7 +38,8 @@ class ModelConfig:
 @dataclass
 class DistributionConfig:
     name: str = "erk"
-    # Leave the first convolution dense (the paper's uniform ResNet-50 runs).
+    # Leave the network's first convolution unmasked, outside the budget (the paper's uniform
+    # ResNet-50 runs; SPEC §2). Nothing else changes when the model already leaves it dense.
     dense_first_layer: bool = False
     # ERK's exponent on the raw score; 0 gives uniform.
     erk_power: float = 1.0
@@ -55,10 +57,15 @@ class MethodConfig:
     step_on_update: bool = False
     # snfs: momentum of the gradient moving average.
     momentum: float = 0.9
-    # prune: schedule as fractions of training, and the pruning interval in steps.
+    # prune: schedule as fractions of training, and the pruning interval in steps. Every
+    # conf/model/*.yaml sets its reference recipe's values (SPEC §4); these are a fallback.
     prune_start: float = 0.1
     prune_end: float = 0.6
     prune_every: int = 100
+    # small_dense: what the dense network's width is chosen to match in the sparse model:
+    # "size" (bits: weights, masks of sparse layers, biases; the authors' Colab) or
+    # "weights" (active weights only).
+    small_dense_match: str = "size"
 
 
 @dataclass
@@ -75,15 +82,23 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
+    # sgd; adam (L2 added to the gradient, as TF's Adam with an L2 loss); adamw (decoupled).
     name: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
+    # Weight decay reaches conv/linear kernels (and embeddings) only, as the reference's
+    # kernel regularisers; true also decays biases and norm-layer scales and shifts.
+    decay_biases_and_norms: bool = False
     schedule: str = "step"
     # step schedule: milestones as fractions of training, multiplied by gamma at each.
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
     gamma: float = 0.1
+    # Linear warm-up over this fraction of training, so it scales with the training-length
+    # multiplier like the milestones (the reference's warm-up epochs do).
+    warmup_fraction: float = 0.0
+    # An absolute warm-up in steps instead, which does not scale; at most one of the two.
     warmup_steps: int = 0
     label_smoothing: float = 0.0
     grad_clip: float | None = None
@@ -228,6 +243,12 @@ def _check_method(m: MethodConfig) -> None:
         m.prune_every,
         "an integer >= 1",
     )
+    _check(
+        m.small_dense_match in SMALL_DENSE_MATCHES,
+        "method.small_dense_match",
+        m.small_dense_match,
+        f"one of {list(SMALL_DENSE_MATCHES)}",
+    )
 
 
 def _check_data(d: DataConfig) -> None:
@@ -260,6 +281,18 @@ def _check_optim(o: OptimConfig) -> None:
     )
     _check(_finite(o.gamma) and 0 < o.gamma <= 1, "optim.gamma", o.gamma, "a number in (0, 1]")
     _check(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, "an integer >= 0")
+    _check(
+        _finite(o.warmup_fraction) and 0 <= o.warmup_fraction < 1,
+        "optim.warmup_fraction",
+        o.warmup_fraction,
+        "a number in [0, 1)",
+    )
+    _check(
+        not (o.warmup_fraction and o.warmup_steps),
+        "optim.warmup_fraction",
+        o.warmup_fraction,
+        f"0 when optim.warmup_steps={o.warmup_steps} is set (one warm-up, not two)",
+    )
     _check(
         _finite(o.label_smoothing) and 0 <= o.label_smoothing < 1,
         "optim.label_smoothing",

@@ -85,17 +85,21 @@ def resolve_device(choice: str) -> torch.device:
 def learning_rate(o: OptimConfig, step: int, total_steps: int) -> float:
     """The learning rate at optimizer step ``step``: linear warm-up, then the schedule.
 
-    ``step`` decays by ``gamma`` at each milestone (fractions of training, so they scale
-    with the training-length multiplier); ``cosine`` anneals to 0 at the end.
+    The warm-up lasts ``round(warmup_fraction * total_steps)`` steps, so it scales with the
+    training-length multiplier as the reference's warm-up epochs do (google-research/rigl,
+    imagenet_resnet/imagenet_train_eval.py, ``set_lr_schedule``), or ``warmup_steps`` if
+    those are given. ``step`` decays by ``gamma`` at each milestone (fractions of
+    training, so they scale too); ``cosine`` anneals to 0 at the end.
     """
-    if o.warmup_steps and step < o.warmup_steps:
-        return o.lr * (step + 1) / o.warmup_steps
+    warmup = o.warmup_steps or round(o.warmup_fraction * total_steps)
+    if warmup and step < warmup:
+        return o.lr * (step + 1) / warmup
     if o.schedule == "step":
         passed = sum(step >= round(m * total_steps) for m in o.milestones)
         return o.lr * o.gamma**passed
     if o.schedule == "cosine":
-        span = max(1, total_steps - o.warmup_steps)
-        return o.lr * 0.5 * (1 + math.cos(math.pi * (step - o.warmup_steps) / span))
+        span = max(1, total_steps - warmup)
+        return o.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / span))
     return o.lr
 
 

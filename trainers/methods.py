@@ -147,6 +147,7 @@ class SmallDense(Method):
     """A dense network whose widths are scaled to the sparse model's parameter count."""
 
     name = "small_dense"
+    keys = frozenset({"method.small_dense_match"})
     has_masks = False
     scales_width = True
 

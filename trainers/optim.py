@@ -107,6 +107,22 @@ class SGD(_KeepsMasked, torch.optim.SGD):
             p.addcmul_(update, mask, value=-lr)
 
 
+class Adam(_KeepsMasked, torch.optim.Adam):
+    """torch.optim.Adam (weight decay as an L2 term added to the gradient); gradients of
+    inactive weights are zeroed before each step."""
+
+    def __init__(self, params, **kwargs) -> None:
+        super().__init__(params, **kwargs)
+        self.masks = {}
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = _evaluate(closure)
+        self.mask_gradients()
+        super().step()
+        return loss
+
+
 class AdamW(_KeepsMasked, torch.optim.AdamW):
     """torch.optim.AdamW; gradients of inactive weights are zeroed before each step."""
 
@@ -130,13 +146,29 @@ def _evaluate(closure):
         return closure()
 
 
-def build_optimizer(o: OptimConfig, model: nn.Module) -> SGD | AdamW:
+def build_optimizer(o: OptimConfig, model: nn.Module) -> SGD | Adam | AdamW:
+    """The trial's optimizer over two parameter groups: decayed, then not decayed.
+
+    As the reference's kernel regularisers (google-research/rigl: ``kernel_regularizer`` on
+    conv and dense kernels only, in imagenet_resnet/resnet_model.py, cifar_resnet/
+    resnet_model.py and mnist/mnist_train_eval.py), weight decay reaches the weights of
+    conv, linear and embedding layers (parameters of two or more dimensions) but not
+    biases or norm-layer scales and shifts, nor the parameters a model names in
+    ``model.no_weight_decay()`` (the MobileNets' depthwise kernels, which the reference
+    leaves unregularised). ``optim.decay_biases_and_norms`` decays every parameter.
+    Both groups are always built, in that order, so checkpoints resume group by group.
+    """
+    skip = set(getattr(model, "no_weight_decay", set)())
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        kept = o.decay_biases_and_norms or (p.ndim >= 2 and name not in skip)
+        (decay if kept else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": o.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if o.name == "adamw":
-        return AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-    return SGD(
-        model.parameters(),
-        lr=o.lr,
-        momentum=o.momentum,
-        nesterov=o.nesterov and o.momentum > 0,
-        weight_decay=o.weight_decay,
-    )
+        return AdamW(groups, lr=o.lr)
+    if o.name == "adam":
+        return Adam(groups, lr=o.lr)
+    return SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)

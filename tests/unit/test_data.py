@@ -16,7 +16,7 @@ from PIL import Image
 
 from trainers.config import ConfigError, DataConfig
 from trainers.data import DATASETS, DataBundle, DataError, build_data
-from trainers.data.images import CIFAR10_MEAN, CIFAR10_STD, mnist5k_arrays, mnist5k_split
+from trainers.data.images import mnist5k_arrays, mnist5k_split
 from trainers.data.streams import EpochOrder, num_eval_windows, pad_crop_flip
 from trainers.data.text import pydoc_corpus
 
@@ -127,6 +127,15 @@ def write_wikitext(folder: Path, rng: np.random.Generator, n_train=3000, n_valid
 def normalized(pixels: np.ndarray, mean, std) -> torch.Tensor:
     x = torch.from_numpy(pixels).float() / 255
     return (x - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
+
+
+def standardized(pixels: np.ndarray) -> torch.Tensor:
+    """tf.image.per_image_standardization in numpy (float64): per image, subtract the mean
+    and divide by max(population std, 1 / sqrt(number of elements))."""
+    x = pixels.astype(np.float64)
+    axes = tuple(range(1, x.ndim))
+    std = np.maximum(x.std(axis=axes, keepdims=True), 1 / np.sqrt(np.prod(x.shape[1:])))
+    return torch.from_numpy((x - x.mean(axis=axes, keepdims=True)) / std).float()
 
 
 # --- fixtures ---------------------------------------------------------------------------
@@ -318,8 +327,9 @@ def test_cifar_python_and_binary_versions_read_the_same_data(tmp_path, rng):
         assert (bundle.train_size, bundle.eval_size, bundle.input_shape) == (30, 4, (3, 32, 32))
         ((x, y),) = bundle.eval_batches(10)
         assert torch.equal(y, torch.from_numpy(test[1].astype(np.int64)))
-        expected = normalized(test[0].reshape(-1, 3, 32, 32), CIFAR10_MEAN, CIFAR10_STD)
-        assert torch.allclose(x, expected, atol=1e-6)
+        # Standardised per image, as the reference's input_fn (data_helper.py).
+        expected = standardized(test[0].reshape(-1, 3, 32, 32))
+        assert torch.allclose(x, expected, atol=1e-5)
     streams = [b.train_stream(7, seed=0) for b in bundles]
     assert same(draw(streams[0], 5), draw(streams[1], 5))
 

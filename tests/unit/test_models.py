@@ -78,8 +78,10 @@ def test_width_scales_conv_models():
     assert wrn.conv1.out_channels == 8
     assert wrn.fc.in_features == 64
     gru = build_model("char_gru", width=0.25)
+    assert gru.gru.input_r.weight.shape == (128, 32)
     assert gru.gru.hidden_r.weight.shape == (128, 128)
-    assert gru.fc2.weight.shape == (256, 128)
+    assert (gru.fc1.weight.shape, gru.fc2.weight.shape) == ((64, 128), (32, 64))
+    assert gru.embedding.weight.shape == (256, 32)
 
 
 def test_reference_parameter_counts():
@@ -189,11 +191,15 @@ def test_resnet50_stem_and_head_geometry():
 
 def test_gru_gates_count_every_time_step():
     spec = MODELS["char_gru"]
+    assert spec.input_shape == (512,)
     table = _geometry_table(build_model("char_gru"), spec.input_shape, text=True)
     for side, fan_in in (("input", 128), ("hidden", 512)):
         for gate in "rzn":
-            assert table[f"gru.{side}_{gate}.weight"] == ((512, fan_in), fan_in, 128 * 512, 512)
-    assert table["fc2.weight"] == ((256, 512), 512, 128 * 256, 256)
+            assert table[f"gru.{side}_{gate}.weight"] == ((512, fan_in), fan_in, 512 * 512, 512)
+    assert table["fc1.weight"] == ((256, 512), 512, 512 * 256, 256)
+    assert table["fc2.weight"] == ((128, 256), 256, 512 * 128, 128)
+    # The tied output projection counts as a layer under the embedding's name.
+    assert table["embedding.weight"] == ((256, 128), 128, 512 * 256, 256)
 
 
 def test_geometry_restores_training_flags_removes_hooks_and_keeps_bn_statistics():
@@ -257,9 +263,12 @@ def test_char_gru_logits_match_a_model_built_on_torch_gru():
     reference = nn.GRU(128, 512, batch_first=True)
     _copy_gru(reference, model.gru)
     tokens = torch.randint(0, 256, (2, 32))
+    assert model.out.weight is model.embedding.weight
     with torch.no_grad():
         states, _ = reference(model.embedding(tokens))
-        expected = model.fc2(torch.relu(model.fc1(states)))
+        readout = model.fc2(torch.relu(model.fc1(states)))
+        expected = readout @ model.embedding.weight.T + model.out.bias
         logits = model(tokens)
+    assert readout.shape == (2, 32, 128)
     assert logits.shape == (2, 32, 256)
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)

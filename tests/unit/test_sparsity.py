@@ -84,10 +84,14 @@ def test_erk_power_zero_is_uniform():
     assert list(got.values()) == pytest.approx([0.8, 0.8, 0.8])
 
 
-def test_uniform_dense_first_layer_skips_only_the_first_conv():
+def test_uniform_gives_every_layer_s_but_the_custom_ones():
+    # Which conv is the network's first is decided where masked layers are chosen
+    # (tests/unit/test_first_layer_rule.py); the core never guesses it from shapes.
     shapes = {"fc0": (10, 10), "c1": (8, 3, 3, 3), "c2": (8, 8, 3, 3)}
-    assert uniform(shapes, 0.9, dense_first_layer=True) == {"fc0": 0.9, "c1": 0.0, "c2": 0.9}
     assert uniform(shapes, 0.9) == {"fc0": 0.9, "c1": 0.9, "c2": 0.9}
+    assert uniform(shapes, 0.9, custom={"c1": 0.5}) == {"fc0": 0.9, "c1": 0.5, "c2": 0.9}
+    with pytest.raises(TypeError):
+        uniform(shapes, 0.9, dense_first_layer=True)
 
 
 # -- masks (SPEC §1, §3) ---------------------------------------------------------------

@@ -179,6 +179,7 @@ def test_key_is_twelve_hex_digits_of_sha256_of_the_effective_config():
         "method.prune_start",
         "method.prune_end",
         "method.prune_every",
+        "method.small_dense_match",
     ):
         del flat[neutral]
     canonical = json.dumps(flat, sort_keys=True, separators=(",", ":"))

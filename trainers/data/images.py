@@ -7,22 +7,31 @@ validation does) and the embedded default do not pay for it.
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from trainers.config import DataConfig
-from trainers.data.base import DataBundle, DataError, require_files, require_root
-from trainers.data.streams import Augment, ImageStream, image_eval_batches, pad_crop_flip
+from trainers.data.base import (
+    Batch,
+    DataBundle,
+    DataError,
+    require_files,
+    require_root,
+    seeded_generator,
+)
+from trainers.data.streams import Augment, EpochOrder, ImageStream, image_eval_batches
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
 MNIST_MEAN = (0.1307,)
 MNIST_STD = (0.3081,)
-# Per-channel mean and standard deviation of the CIFAR-10 training pixels in [0, 1].
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+# CIFAR-10 is standardised per image and padded by mirroring, as the reference's input
+# pipeline (google-research/rigl, rigl/cifar_resnet/data_helper.py).
+CIFAR10_PAD = 4
 
 # np.random.RandomState's stream is frozen by NumPy's compatibility policy, so this split
 # never changes with library versions; it is independent of the trial seed.
@@ -112,6 +121,116 @@ def build_mnist5k(cfg: DataConfig) -> DataBundle:
         MNIST_MEAN,
         MNIST_STD,
         10,
+    )
+
+
+def per_image_standardization(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (B, C, H, W) -> float32, each image shifted to mean 0 and divided by
+    max(its standard deviation, 1 / sqrt(C H W)), over all its pixels and channels.
+
+    TF's ``tf.image.per_image_standardization`` on the 0..255 pixel values, as the
+    reference applies it to every CIFAR-10 image (data_helper.py, ``input_fn``).
+    """
+    x = images.to(torch.float32)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    std = x.std(dim=(1, 2, 3), keepdim=True, correction=0)
+    floor = 1.0 / math.sqrt(math.prod(images.shape[1:]))
+    return (x - mean) / std.clamp(min=floor)
+
+
+def _mirror(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Positions in a padded axis -> source positions, reflecting about each border with
+    the border pixel repeated (... 1 0 | 0 1 ... n-1 | n-1 n-2 ...)."""
+    index = torch.where(index < 0, -index - 1, index)
+    return torch.where(index >= size, 2 * size - 1 - index, index)
+
+
+def mirror_pad_crop_flip(
+    images: torch.Tensor, generator: torch.Generator, pad: int = CIFAR10_PAD
+) -> torch.Tensor:
+    """The reference's CIFAR augmentation (data_helper.py, ``preprocess_train``), batch-wise:
+    pad each side by ``pad`` pixels mirrored from the border (``pad_input``: the edge row and
+    column repeat), take a random crop of the original size, flip horizontally with
+    probability 0.5.
+
+    images: (B, C, H, W), any dtype. Draws from ``generator`` in a fixed order: row offsets
+    (B,), column offsets (B,), flips (B,).
+    """
+    b, c, h, w = images.shape
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    flip = torch.rand(b, generator=generator) < 0.5
+    cols = torch.arange(w).expand(b, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    rows = _mirror(dy[:, None] + torch.arange(h) - pad, h)
+    cols = _mirror(cols + dx[:, None] - pad, w)
+    return images[
+        torch.arange(b)[:, None, None, None],
+        torch.arange(c)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
+
+
+class StandardizedImageStream:
+    """Training batches from uint8 images (N, C, H, W) and int64 labels (N,) held in memory,
+    each image standardised on its own (``per_image_standardization``) and then, if
+    ``augment``, augmented; the reference's order for CIFAR-10. The state is the epoch order
+    and the augmentation generator's state, so resume is bit-exact."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        augment: Augment | None = None,
+    ) -> None:
+        self._images, self._labels = images, labels
+        self._batch_size = batch_size
+        self._augment = augment
+        self._order = EpochOrder(len(labels), seed)
+        self._augment_rng = seeded_generator(seed, "augment")
+
+    def next_batch(self) -> Batch:
+        idx = self._order.take(self._batch_size)
+        x = per_image_standardization(self._images[idx])
+        if self._augment is not None:
+            x = self._augment(x, self._augment_rng)
+        return x, self._labels[idx]
+
+    def state_dict(self) -> dict:
+        return {**self._order.state_dict(), "augment_rng": self._augment_rng.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._order.load_state_dict(state)
+        self._augment_rng.set_state(state["augment_rng"])
+
+
+def _standardized_eval_batches(
+    images: torch.Tensor, labels: torch.Tensor, batch_size: int
+) -> Iterator[Batch]:
+    for start in range(0, len(labels), batch_size):
+        x = per_image_standardization(images[start : start + batch_size])
+        yield x, labels[start : start + batch_size]
+
+
+def standardized_bundle(
+    name: str, train: Split, eval_: Split, num_classes: int, augment: Augment | None
+) -> DataBundle:
+    """A bundle over uint8 images held in memory, standardised per image."""
+    (x_train, y_train), (x_eval, y_eval) = train, eval_
+    return DataBundle(
+        name=name,
+        kind="image",
+        num_classes=num_classes,
+        input_shape=tuple(x_train.shape[1:]),
+        train_size=len(y_train),
+        eval_size=len(y_eval),
+        _make_stream=lambda batch_size, seed: StandardizedImageStream(
+            x_train, y_train, batch_size, seed, augment
+        ),
+        _eval_batches=lambda batch_size: _standardized_eval_batches(x_eval, y_eval, batch_size),
     )
 
 
@@ -209,7 +328,8 @@ def _read_cifar10_binary(files: list[Path]) -> Split:
 
 def build_cifar10(cfg: DataConfig) -> DataBundle:
     """CIFAR-10 from `data.root`, python or binary version (50,000 train / 10,000 eval,
-    (3, 32, 32)); with `data.augment`, training batches are padded, cropped and flipped."""
+    (3, 32, 32)), standardised per image; with `data.augment`, training batches are
+    mirror-padded, cropped and flipped (the reference's pipeline, data_helper.py)."""
     root = require_root(cfg.root, "cifar10", CIFAR10_LAYOUT)
     batches = [f"data_batch_{i}" for i in range(1, 6)]
     if (root / CIFAR10_PY).is_dir():
@@ -231,5 +351,5 @@ def build_cifar10(cfg: DataConfig) -> DataBundle:
             f"cifar10: neither {root / CIFAR10_PY} nor {root / CIFAR10_BIN} "
             f"exists\nExpected layout:\n{CIFAR10_LAYOUT}"
         )
-    augment = pad_crop_flip if cfg.augment else None
-    return in_memory_bundle("cifar10", train, eval_, CIFAR10_MEAN, CIFAR10_STD, 10, augment)
+    augment = mirror_pad_crop_flip if cfg.augment else None
+    return standardized_bundle("cifar10", train, eval_, 10, augment)

@@ -26,6 +26,7 @@ __all__ = [
     "MODELS",
     "ModelSpec",
     "build_model",
+    "first_conv_name",
     "layer_geometry",
     "masked_layer_names",
 ]
@@ -60,12 +61,14 @@ MODELS: dict[str, ModelSpec] = {
     "lenet300_100": ModelSpec(LeNet300100, (1, 28, 28), 10, "image", (), "mnist5k"),
     "lenet5": ModelSpec(LeNet5, (1, 28, 28), 10, "image", (), "mnist5k"),
     "wrn22_2": ModelSpec(wrn22_2, (3, 32, 32), 10, "image", ("first_conv",), "cifar10"),
-    # Uniform sparsity keeps the first conv dense through `distribution.dense_first_layer`;
-    # ERK masks it.
+    # Uniform sparsity leaves the first conv unmasked through
+    # `distribution.dense_first_layer`; ERK masks it (SPEC §7).
     "resnet50": ModelSpec(resnet50, (3, 224, 224), 1000, "image", (), "imagenet"),
     "mobilenet_v1": ModelSpec(MobileNetV1, (3, 224, 224), 1000, "image", DENSE_TOKENS, "imagenet"),
     "mobilenet_v2": ModelSpec(mobilenet_v2, (3, 224, 224), 1000, "image", DENSE_TOKENS, "imagenet"),
-    "char_gru": ModelSpec(CharGRU, (128,), 256, "text", (), "wikitext103"),
+    # The paper trains on WikiText-103 (data.name=wikitext103 data.root=...) with sequences
+    # of 512 bytes; the default data is the embedded corpus, so it runs with no data root.
+    "char_gru": ModelSpec(CharGRU, (512,), 256, "text", (), "pydoc_text"),
 }
 
 
@@ -88,11 +91,19 @@ def _depthwise(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1
 
 
+def first_conv_name(model: nn.Module) -> str | None:
+    """Parameter name of the network's first Conv2d weight (in ``named_parameters()``
+    order, as the "first_conv" token), or None for a network without convs."""
+    convs = {id(m.weight) for m in model.modules() if isinstance(m, nn.Conv2d)}
+    return next((name for name, p in model.named_parameters() if id(p) in convs), None)
+
+
 def masked_layer_names(model: nn.Module, dense: Sequence[str] = ()) -> list[str]:
     """Names of the weights that carry a mask, in ``named_parameters()`` order.
 
     Candidates are the ``.weight`` of every nn.Conv2d and nn.Linear (depthwise and 1x1
-    convs included); embeddings, norm layers and biases are never masked. Each ``dense``
+    convs included); embeddings (also an nn.Linear's weight tied to one), norm layers and
+    biases are never masked. Each ``dense``
     entry removes a candidate by parameter name, or by token: "first_conv" (the first
     Conv2d weight) or "depthwise" (every Conv2d with groups == in_channels > 1).
 
@@ -100,10 +111,11 @@ def masked_layer_names(model: nn.Module, dense: Sequence[str] = ()) -> list[str]
     """
     if isinstance(dense, str):
         raise TypeError(f"dense must be a sequence of names, not the string {dense!r}")
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     layers = {
         id(module.weight): module
         for module in model.modules()
-        if isinstance(module, nn.Conv2d | nn.Linear)
+        if isinstance(module, nn.Conv2d | nn.Linear) and id(module.weight) not in embeddings
     }
     candidates = {
         name: layers[id(weight)]

@@ -1,6 +1,8 @@
 """Character-level GRU language model over bytes (RigL, Evci et al. 2020, section 4.3).
 
-The RNN is written gate by gate so that each of the six gate weight matrices is its own
+The paper's WikiText-103 model (appendix): a shared embedding of width 128 (the input
+embedding is also the output projection), a GRU of 512 units and a readout of two layers
+of 256 and 128 units. The RNN is written gate by gate so that each of the six gate weight matrices is its own
 ``nn.Linear`` and hence its own masked layer (SPEC section 1), as in the paper's
 WikiText-103 experiments. The equations are those of ``torch.nn.GRU`` (Cho et al. 2014):
 
@@ -67,21 +69,36 @@ class GateGRU(nn.Module):
 
 
 class CharGRU(nn.Module):
-    """Byte-level language model: Embedding(256, 128) - GRU - Linear - ReLU - Linear.
+    """Embedding(256, 128) - GRU(512) - Linear(512, 256) - ReLU - Linear(256, 128) - logits.
 
-    Input tokens (B, T) int64 in [0, 256); output next-byte logits (B, T, num_classes).
-    The GRU hidden size and the readout hidden size are both ``round(512 * width)``; the
-    embedding (128 per byte) is unmasked and not scaled.
+    Input tokens (B, T) int64 in [0, 256); output next-byte logits (B, T, 256). The logits
+    are the readout (B, T, 128) times the embedding matrix, plus a bias: ``out`` is an
+    ``nn.Linear`` whose weight *is* ``embedding.weight`` (tied), so FLOP counting sees the
+    projection as a layer while the shared matrix, an embedding, is never masked (SPEC §1).
+    ``width`` scales every hidden width (128, 512, 256); the 256 bytes in and out stay.
+    The paper does not say whether the readout's second layer has a nonlinearity; it is
+    linear here, a projection into the embedding space. The embedding starts N(0, 1/128)
+    (the paper gives no initialisation).
     """
 
     def __init__(self, *, width: float = 1.0, num_classes: int = VOCAB_SIZE) -> None:
         super().__init__()
-        hidden = scaled(512, width)
-        self.embedding = nn.Embedding(VOCAB_SIZE, 128)
-        self.gru = GateGRU(128, hidden)
-        self.fc1 = nn.Linear(hidden, hidden)
-        self.fc2 = nn.Linear(hidden, num_classes)
+        if num_classes != VOCAB_SIZE:
+            raise ValueError(
+                f"CharGRU ties its output projection to the {VOCAB_SIZE}-byte embedding, so "
+                f"num_classes must be {VOCAB_SIZE}, got {num_classes}"
+            )
+        embed, hidden, readout = scaled(128, width), scaled(512, width), scaled(256, width)
+        self.embedding = nn.Embedding(VOCAB_SIZE, embed)
+        self.gru = GateGRU(embed, hidden)
+        self.fc1 = nn.Linear(hidden, readout)
+        self.fc2 = nn.Linear(readout, embed)
+        self.out = nn.Linear(embed, VOCAB_SIZE)
+        self.out.weight = self.embedding.weight
+        # N(0, 1/embed) rather than nn.Embedding's N(0, 1): the matrix is also the output
+        # projection, and unit-variance entries would start the logits at a scale of sqrt(embed).
+        nn.init.normal_(self.embedding.weight, 0.0, embed**-0.5)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         states, _ = self.gru(self.embedding(tokens))
-        return self.fc2(F.relu(self.fc1(states)))
+        return self.out(self.fc2(F.relu(self.fc1(states))))

@@ -24,16 +24,21 @@ def layer_geometry(
 
     Runs one forward pass of a batch of 1 sample of shape ``input_shape`` (zeros; float32
     images, or int64 tokens when ``text``) in eval mode under ``torch.no_grad``, so
-    BatchNorm running statistics are untouched. ``out_elements`` sums the output numel of
-    every call of the module in that pass. Each module's training flag is restored and
-    the hooks removed afterwards, also when the forward pass fails.
+    BatchNorm running statistics are untouched. The pass runs on the meta device (shapes
+    only, no arithmetic: a ResNet-50 pass costs milliseconds instead of a second), with the
+    model's own modules and hooks but meta stand-ins for its parameters and buffers.
+    ``out_elements`` sums the output numel of every call of the module in that pass. Each
+    module's training flag is restored and the hooks removed afterwards, also when the
+    forward pass fails.
 
     Raises ValueError if a counted layer is never called in the pass.
     """
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
     dtype = torch.long if text else torch.float32
-    sample = torch.zeros((1, *input_shape), dtype=dtype, device=device)
+    sample = torch.zeros((1, *input_shape), dtype=dtype, device="meta")
+    stand_ins = {
+        name: torch.empty_like(tensor, device="meta")
+        for name, tensor in (*model.named_parameters(), *model.named_buffers())
+    }
 
     counted = {
         id(module.weight): module
@@ -50,7 +55,7 @@ def layer_geometry(
     try:
         model.eval()
         with torch.no_grad():
-            model(sample)
+            torch.func.functional_call(model, stand_ins, (sample,))
     finally:
         for handle in handles:
             handle.remove()

@@ -3,6 +3,11 @@
 Every distribution has the same signature: an ordered mapping of masked-layer name to
 weight shape (PyTorch layout: Linear (out, in), Conv (c_out, c_in, kh, kw)), the global
 sparsity, and keyword options; it returns ``{name: sparsity}``. Layers left dense get 0.
+
+A layer left out of masking (the network's first conv under ``dense_first_layer``, the
+depthwise convs of a MobileNet) is not in ``shapes`` at all, and so is outside the budget:
+which conv is the network's first is a property of the network, not of a shape mapping, so
+that rule lives where the masked layers are chosen (trainers/build.py, SPEC §2).
 """
 
 from __future__ import annotations
@@ -19,22 +24,12 @@ def uniform(
     shapes: Shapes,
     sparsity: float,
     *,
-    dense_first_layer: bool = False,
     custom: Mapping[str, float] | None = None,
-    **_: object,
+    erk_power: float = 1.0,
 ) -> dict[str, float]:
-    """s_l = S for every layer; with ``dense_first_layer`` the first conv stays dense."""
+    """s_l = S for every layer but the custom ones (``erk_power`` is ignored)."""
     custom = dict(custom or {})
-    first_conv = next((name for name, shape in shapes.items() if len(shape) == 4), None)
-    out = {}
-    for name in shapes:
-        if name in custom:
-            out[name] = custom[name]
-        elif dense_first_layer and name == first_conv:
-            out[name] = 0.0
-        else:
-            out[name] = sparsity
-    return out
+    return {name: float(custom.get(name, sparsity)) for name in shapes}
 
 
 def er_score(shape: tuple[int, ...]) -> float:
@@ -57,17 +52,10 @@ def er(
     sparsity: float,
     *,
     custom: Mapping[str, float] | None = None,
-    dense_first_layer: bool = False,
-    **_: object,
+    erk_power: float = 1.0,
 ) -> dict[str, float]:
-    """ER distribution (Mocanu et al. 2018), solved as in SPEC §2."""
-    return _solve(
-        shapes,
-        sparsity,
-        {n: er_score(s) for n, s in shapes.items()},
-        custom or {},
-        dense_first_layer,
-    )
+    """ER distribution (Mocanu et al. 2018), solved as in SPEC §2 (``erk_power`` is ignored)."""
+    return _solve(shapes, sparsity, {n: er_score(s) for n, s in shapes.items()}, custom or {})
 
 
 def erk(
@@ -76,12 +64,10 @@ def erk(
     *,
     erk_power: float = 1.0,
     custom: Mapping[str, float] | None = None,
-    dense_first_layer: bool = False,
-    **_: object,
 ) -> dict[str, float]:
     """ERK distribution (Evci et al. 2020): ERK scores raised to ``erk_power``."""
     scores = {n: erk_score(s) ** erk_power for n, s in shapes.items()}
-    return _solve(shapes, sparsity, scores, custom or {}, dense_first_layer)
+    return _solve(shapes, sparsity, scores, custom or {})
 
 
 def _solve(
@@ -89,7 +75,6 @@ def _solve(
     sparsity: float,
     scores: Mapping[str, float],
     custom: Mapping[str, float],
-    dense_first_layer: bool,
 ) -> dict[str, float]:
     """Find ε with Σ_l (1 - s_l) N_l = uniform budget, s_l = 1 - ε p_l.
 
@@ -101,10 +86,6 @@ def _solve(
     """
     numel = {name: math.prod(shape) for name, shape in shapes.items()}
     dense: set[str] = set()
-    if dense_first_layer:
-        first_conv = next((n for n, s in shapes.items() if len(s) == 4), None)
-        if first_conv is not None and first_conv not in custom:
-            dense.add(first_conv)
     while True:
         free = [n for n in shapes if n not in custom and n not in dense]
         if not free:
