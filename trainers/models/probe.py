@@ -9,7 +9,7 @@ with forward hooks rather than derived from the module's attributes.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -33,34 +33,12 @@ def layer_geometry(
 
     Raises ValueError if a counted layer is never called in the pass.
     """
-    dtype = torch.long if text else torch.float32
-    sample = torch.zeros((1, *input_shape), dtype=dtype, device="meta")
-    stand_ins = {
-        name: torch.empty_like(tensor, device="meta")
-        for name, tensor in (*model.named_parameters(), *model.named_buffers())
-    }
-
     counted = {
         id(module.weight): module
         for module in model.modules()
         if isinstance(module, nn.Conv2d | nn.Linear)
     }
-    out_elements = {id(module): 0 for module in counted.values()}
-
-    def count(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
-        out_elements[id(module)] += output.numel()
-
-    training = {module: module.training for module in model.modules()}
-    handles = [module.register_forward_hook(count) for module in counted.values()]
-    try:
-        model.eval()
-        with torch.no_grad():
-            torch.func.functional_call(model, stand_ins, (sample,))
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, flag in training.items():
-            module.training = flag
+    out_elements = _output_elements(model, counted.values(), input_shape, text)
 
     geometry = []
     for name, weight in model.named_parameters():
@@ -81,3 +59,33 @@ def layer_geometry(
     if unused:
         raise ValueError(f"layers never called in a forward pass of {input_shape}: {unused}")
     return geometry
+
+
+def _output_elements(
+    model: nn.Module, counted: Iterable[nn.Module], input_shape: Sequence[int], text: bool
+) -> dict[int, int]:
+    """Output numel per ``id(module)`` of ``counted``, summed over its calls in one forward
+    pass on the meta device; training flags restored and hooks removed however it ends."""
+    dtype = torch.long if text else torch.float32
+    sample = torch.zeros((1, *input_shape), dtype=dtype, device="meta")
+    stand_ins = {
+        name: torch.empty_like(tensor, device="meta")
+        for name, tensor in (*model.named_parameters(), *model.named_buffers())
+    }
+    out_elements = {id(module): 0 for module in counted}
+
+    def count(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        out_elements[id(module)] += output.numel()
+
+    training = {module: module.training for module in model.modules()}
+    handles = [module.register_forward_hook(count) for module in counted]
+    try:
+        model.eval()
+        with torch.no_grad():
+            torch.func.functional_call(model, stand_ins, (sample,))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, flag in training.items():
+            module.training = flag
+    return out_elements
