@@ -321,7 +321,7 @@ def _run(
         return 130
     print(display.trials_table(driver.trial_rows(ledger, result.sweep_id)))
     display.failures(result.failed)
-    print(f"\nrigl status {result.sweep_id}   |   rigl ui   (then open http://127.0.0.1:5000)")
+    print(f"\nrigl status {result.sweep_id}\n{display.runs_link(ledger, result.sweep_id)}")
     if result.failed:
         print(
             f"{len(result.failed)} trial(s) failed; after fixing the cause: "
@@ -343,7 +343,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(display.sweeps_table(summaries))
             return 0
         rows = driver.trial_rows(ledger, args.sweep)
-    print(json.dumps(rows) if args.json else display.trials_table(rows))
+        if args.json:
+            print(json.dumps(rows))
+            return 0
+        print(display.trials_table(rows))
+        print(display.runs_link(ledger, args.sweep))
     return 0
 
 
@@ -388,6 +392,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
                 f"MLflow UI: http://127.0.0.1:{args.port}  (over {rigl_home()}; Ctrl-C stops it)",
                 flush=True,
             )
+            print(ui.latest_sweeps(args.port), flush=True)
             code = server.wait()
     except (KeyboardInterrupt, ui.SignalStopError):
         return 0

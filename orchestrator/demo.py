@@ -17,7 +17,7 @@ def main() -> int:
     code = rigl(["sweep", "--preset", "smoke"])
     if code == 0:
         print(
-            "\nBrowse the runs:  .venv/bin/rigl ui   then open http://127.0.0.1:5000\n"
+            "\nBrowse the runs:  .venv/bin/rigl ui   then open the sweep's link it prints\n"
             "Trials table:     .venv/bin/rigl status\n"
             "FLOPs of a setup: .venv/bin/rigl flops model=resnet50 sparsity=0.8 "
             "distribution=erk method=rigl"

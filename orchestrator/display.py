@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -83,6 +84,20 @@ def failures(outcomes: Sequence[Outcome], stream: TextIO | None = None) -> None:
         )
         if outcome.traceback:
             print(outcome.traceback, file=stream)
+
+
+def runs_link(ledger: Any, sweep_id: str) -> str:
+    """The sweep's runs in the MLflow UI, served by `rigl ui` unless the records live on a
+    shared tracking server ("" for a sweep the ledger does not hold)."""
+    from orchestrator import links
+
+    info = ledger.find_sweep(sweep_id)
+    if info is None:
+        return ""
+    first = "" if os.environ.get("MLFLOW_TRACKING_URI") else " (after `rigl ui`)"
+    return (
+        f"its runs in the MLflow UI{first}:\n  {links.sweep_runs_url(info.experiment_id, sweep_id)}"
+    )
 
 
 def progress_printer(stream: TextIO | None = None, every: float = 2.0) -> TickFn:

@@ -103,3 +103,17 @@ def ui_server(
         yield proc
     finally:
         _stop_server(proc)
+
+
+def latest_sweeps(port: int, limit: int = 3) -> str:
+    """Links to the newest sweeps' runs on the UI server at ``port`` ("" when none)."""
+    from orchestrator import links
+    from orchestrator.tracking.ledger import MlflowLedger
+
+    base = f"http://127.0.0.1:{port}"
+    sweeps = MlflowLedger(base, unreachable_after=10).sweeps()[:limit]
+    return "\n".join(
+        f"  sweep {info.sweep_id} ({info.name}): "
+        f"{links.sweep_runs_url(info.experiment_id, info.sweep_id, base)}"
+        for info in sweeps
+    )

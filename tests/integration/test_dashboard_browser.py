@@ -7,14 +7,9 @@ driver or browser is ever downloaded (Selenium Manager is bypassed by giving bot
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import io
 import json
-import os
-import shutil
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,58 +17,9 @@ from PIL import Image
 
 from dashboards.fake import MemorySource, synthetic_sweep
 from dashboards.report import write_report
+from tests.browser import browser as _browser
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--hide-scrollbars",
-)  # fmt: skip
-
-
-def _binary(name: str) -> str:
-    path = shutil.which(name)
-    assert path, f"{name} not found: install it with `apt-get install -y chromium chromium-driver`"
-    return path
-
-
-def _descendants(pid: int) -> list[int]:
-    """Pids whose parent chain leads to ``pid`` (read from /proc)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [pid]
-    while frontier:
-        children = [p for p, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
-
-
-@contextlib.contextmanager
-def _browser(tmp_path: Path) -> Iterator[object]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = _binary("chromium")
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    service = Service(executable_path=_binary("chromedriver"), log_output=os.devnull)
-    driver = webdriver.Chrome(options=options, service=service)
-    ours = [service.process.pid, *_descendants(service.process.pid)]
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        for pid in ours:  # only what this test started, by pid
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def _report(tmp_path: Path) -> Path:
