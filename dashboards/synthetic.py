@@ -54,7 +54,7 @@ def record_attempt(
         cfg.alpha,
         cfg.seed,
         model=cfg.model.name,
-        data=cfg.data.name,
+        data=str(cfg.data.name),
         steps=cfg.train.steps,
     )
     info = finished_attempt(scratch, run_id, trial.key, config, swept, eval_every=eval_every)
