@@ -225,7 +225,8 @@ def load(source: Source, sweep_ids: Sequence[str], *, cache_dir: Path | None = N
         for attempt in source.attempts(sweep.sweep_id):
             by_key.setdefault(attempt.trial_key, []).append((sweep, attempt))
     extra = _extra_columns(a for pairs in by_key.values() for _, a in pairs)
-    finished, left_out = [], []
+    finished: list[dict[str, Any]] = []
+    left_out: list[dict[str, Any]] = []
     for pairs in by_key.values():
         done = [(s, a) for s, a in pairs if a.status == FINISHED]
         sweep, chosen = _latest(done or pairs)

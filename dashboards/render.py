@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -134,7 +134,7 @@ def save(fig: Figure, png: Path) -> str:
     from dashboards.figures import STYLE
 
     FigureCanvasAgg(fig)
-    with mpl.rc_context(STYLE):
+    with mpl.rc_context(cast(Any, STYLE)):
         fig.savefig(png, dpi=DPI, metadata={"Software": None}, pil_kwargs=PNG_OPTIONS)
         fig.set_layout_engine("none")  # laid out once: the SVG keeps the PNG's positions
         buffer = io.StringIO()

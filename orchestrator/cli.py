@@ -43,9 +43,8 @@ class Backends:
 
 
 READ_ONLY_GIVE_UP_S = 6.0
-"""How long a command that only reads (status, dashboard) retries the tracking server, so
-that with its start-up it gives up within 10 s;
-trials and sweeps keep the longer bounded retry (tracking.retry.UNREACHABLE_AFTER_S)."""
+"""How long a command that only reads (status, dashboard) retries the tracking server, so that
+with its start-up it gives up within 10 s; sweeps keep tracking.retry.UNREACHABLE_AFTER_S."""
 
 
 @contextlib.contextmanager
@@ -156,9 +155,10 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
 
-    from orchestrator import submit
+    from orchestrator import dashboard, submit
 
     submit.register(commands)
+    dashboard.register(commands)
     return parser
 
 
@@ -287,8 +287,8 @@ def _run(
     sweep_id: str | None,
     attempt_tags: dict[str, str] | None = None,
 ) -> int:
-    """Run the sweep's trials through the driver and print how they ended."""
-    from orchestrator import display, driver
+    """Run the sweep's trials through the driver, print how they ended, draw the report."""
+    from orchestrator import dashboard, display, driver
 
     def started(sweep_id: str, todo: list) -> None:
         print(
@@ -321,6 +321,7 @@ def _run(
         return 130
     print(display.trials_table(driver.trial_rows(ledger, result.sweep_id)))
     display.failures(result.failed)
+    dashboard.after_sweep(ledger, result.sweep_id)
     print(f"\nrigl status {result.sweep_id}\n{display.runs_link(ledger, result.sweep_id)}")
     if result.failed:
         print(

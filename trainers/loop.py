@@ -54,7 +54,8 @@ class TrialResult:
     train_multiplier: float
     inference_multiplier: float
     size_bytes: float
-    train_flops: float
+    train_flops: float  # the whole trial's, every sample (SPEC §6)
+    inference_flops: float  # one sample's forward pass through the trained network
     wall_time_s: float
     """Seconds from the start of ``run_trial`` (building the network and loading the data
     included) to the end of the trial, summed over the attempts it resumed from."""
@@ -286,17 +287,17 @@ def _train(trial: _Trial, tracker: Tracker, progress: ProgressFn | None, started
             _log_update(tracker, stats, step)
         c.step = step + 1
 
+        evaluate = c.step % cfg.train.eval_every == 0 or c.step == total
         if c.step % log_every == 0 or c.step == total:
-            tracker.log_metrics(
-                {
-                    "train_loss": loss.item(),
-                    "lr": lr,
-                    "step_time_s": time.perf_counter() - tick,
-                    "cumulative_train_flops": c.train_flops,
-                },
-                c.step,
-            )
-        if c.step % cfg.train.eval_every == 0 or c.step == total:
+            logged = {
+                "train_loss": loss.item(),
+                "lr": lr,
+                "step_time_s": time.perf_counter() - tick,
+            }
+            if not evaluate:  # _evaluate logs it at its steps, once
+                logged["cumulative_train_flops"] = c.train_flops
+            tracker.log_metrics(logged, c.step)
+        if evaluate:
             _evaluate(trial, tracker, c.step, progress)
             model.train()
         if c.step in snapshot_steps:
@@ -342,7 +343,10 @@ def _evaluate(
     c.best_accuracy = max(c.best_accuracy, accuracy)
     c.flop_curve.append([step, c.train_flops, accuracy])
     c.last_eval_loss = loss_sum / count
+    # FLOPs at the same step as the accuracy: the MLflow chart view plots one against the
+    # other (its x-axis may be any metric logged at the same steps).
     metrics = {"eval_loss": c.last_eval_loss, "eval_accuracy": accuracy}
+    metrics["cumulative_train_flops"] = c.train_flops
     if trial.text:
         metrics["eval_bits_per_char"] = metrics["eval_loss"] / math.log(2)
     sparsities = trial.current_sparsities()
@@ -401,6 +405,7 @@ def _finish(
         inference_multiplier=report.inference_multiplier,
         size_bytes=report.size_bytes,
         train_flops=report.train_flops,
+        inference_flops=report.inference_flops,
         wall_time_s=c.wall_time_s,
         steps=c.step,
         resumed_from_step=resumed_from,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.axes._secondary_axes import SecondaryAxis
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -67,7 +68,7 @@ def styled(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with mpl.rc_context(STYLE):
+        with mpl.rc_context(cast(Any, STYLE)):  # keys checked by matplotlib, not mypy
             return fn(*args, **kwargs)
 
     return wrapper
@@ -115,19 +116,19 @@ def mean_line(
     mean: Sequence[float],
     std: Sequence[float],
     *,
-    color: str,
+    color: str | tuple[float, float, float],
     ls: Any,
     label: str | None,
     marker: str | None = "o",
 ) -> None:
     """The mean as a line (with markers unless ``marker`` is None), and a ±1 std band
     where std is known."""
-    x, mean, std = (np.asarray(v, dtype="float64") for v in (x, mean, std))
-    ax.plot(x, mean, color=color, ls=ls, lw=1.6, marker=marker, ms=3, label=label)
-    known = np.isfinite(std)
+    xs, ms, ss = (np.asarray(v, dtype="float64") for v in (x, mean, std))
+    ax.plot(xs, ms, color=color, ls=ls, lw=1.6, marker=marker, ms=3, label=label)
+    known = np.isfinite(ss)
     if known.any():
         ax.fill_between(
-            x, mean - np.where(known, std, 0), mean + np.where(known, std, 0),
+            xs, ms - np.where(known, ss, 0), ms + np.where(known, ss, 0),
             color=color, alpha=0.15, lw=0, where=known, interpolate=True,
         )  # fmt: skip
 
@@ -177,7 +178,7 @@ def _proxy(handle: Any) -> Any:
     return handle
 
 
-def log_flops_axis(ax: Axes, *, multiple: bool = False) -> None:
+def log_flops_axis(ax: Axes | SecondaryAxis, *, multiple: bool = False) -> None:
     """Log x with ticks at 1, 2, 5 × 10^k, labelled 5G, 10G, 20G (or 0.1×, 0.2× for a
     ``multiple`` of dense). Plain text labels: no mathtext to typeset."""
     if ax.get_xscale() != "log":

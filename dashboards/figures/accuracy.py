@@ -7,6 +7,7 @@ and returns a Figure, or raises NoData saying what was missing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -169,7 +170,14 @@ def _flops_panel(
         ax.axvline(dense_x, color="#000", ls="--", lw=1.1, label="dense FLOPs")
     log_flops_axis(ax, multiple=tcol == "inference_multiplier")
     if np.isfinite(dense_x) and dense_x > 0 and tcol != "inference_multiplier":
-        top = ax.secondary_xaxis("top", functions=(lambda x: x / dense_x, lambda m: m * dense_x))
+
+        def multiple(flops: Any) -> Any:
+            return flops / dense_x
+
+        def flops(times: Any) -> Any:
+            return times * dense_x
+
+        top = ax.secondary_xaxis("top", functions=(multiple, flops))
         top.set_xlabel("× dense")
         log_flops_axis(top, multiple=True)
     percent_axis(ax)

@@ -5,6 +5,8 @@ parameterization?", and mask churn) and per-layer sparsity, planned against real
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -49,11 +51,11 @@ def delta_t_alpha_grid(summary: pd.DataFrame) -> Figure:
     found = list(delta_t_alpha_panels(summary))
     if not found:
         raise NoData("no drop-and-grow method was run at two or more (ΔT, α) settings")
-    row_keys = sorted(
+    row_keys: list[tuple[Any, Any, Any, Any]] = sorted(
         {(k["model"], k["data"], k["method"], k["distribution"]) for k, *_ in found},
         key=lambda r: (str(r[0]), str(r[1]), method_rank(r[2]), str(r[3])),
     )
-    col_keys = sorted({k["sparsity"] for k, *_ in found})
+    col_keys: list[Any] = sorted({k["sparsity"] for k, *_ in found})
     widest = max(mean.shape[1] for _, mean, _, _ in found)
     tallest = max(mean.shape[0] for _, mean, _, _ in found)
     # Cells of about 1.1 × 0.55 inches: room for "93.6 ± 0.2 (n=3)" at 7 pt, no more.
@@ -101,7 +103,7 @@ def _heatmap(ax: Axes, mean: pd.DataFrame, std: pd.DataFrame, n: pd.DataFrame) -
         s = std.iat[i, j]
         spread = f" ± {100 * s:.1f}" if np.isfinite(s) else ""
         star = "★ " if (i, j) == best else ""
-        dark = image.norm(m) < 0.55
+        dark = float(np.asarray(image.norm(m))) < 0.55
         ax.text(j, i, f"{star}{100 * m:.1f}{spread}\n(n={n.iat[i, j]})", ha="center",
                 va="center", fontsize=7, color="white" if dark else "black",
                 fontweight="bold" if star else "normal", in_layout=False)  # fmt: skip

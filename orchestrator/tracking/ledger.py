@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Param, RunTag, ViewType
 from mlflow.exceptions import RestException
@@ -23,9 +23,11 @@ from omegaconf import OmegaConf
 
 from orchestrator import records as r
 from orchestrator.records import AttemptInfo, SweepInfo, public
-from orchestrator.sweep import Trial, run_name, trials_json
 from orchestrator.tracking.retry import UNREACHABLE_AFTER_S, Retry, client_defaults
 from orchestrator.tracking.tracker import MlflowTracker
+
+if TYPE_CHECKING:  # orchestrator.sweep loads Hydra and torch: only writers need it
+    from orchestrator.sweep import Trial
 
 _BULK_HISTORY = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
 _BULK_RUNS, _BULK_POINTS = 100, 25_000  # the server's limits per request
@@ -52,6 +54,8 @@ class MlflowLedger:
         self, study: str, sweep_id: str, overrides: Sequence[str], trials: Sequence[Trial]
     ) -> str:
         """Record a new sweep of ``trials`` in the study's experiment; its parent run id."""
+        from orchestrator.sweep import trials_json
+
         r.valid_sweep_id(sweep_id)
         if self._parent(sweep_id) is not None:
             raise ValueError(f"sweep {sweep_id!r} already exists")
@@ -124,6 +128,8 @@ class MlflowLedger:
         """Open attempt number ``attempt`` (1, 2, ...) of ``trial`` as a child run and
         return its run id; ``tags`` are added to the run (the Ray node id, for example).
         Its params are logged by the trainer (``tracker``), once."""
+        from orchestrator.sweep import run_name
+
         parent_id, experiment_id = self._require(sweep_id)
         run_tags = {
             r.PARENT_RUN: parent_id,

@@ -11,6 +11,7 @@ import torch
 
 from orchestrator.cli import main
 from orchestrator.compose import compose_trial
+from trainers.build import flop_report
 from trainers.loop import DivergenceError, _dense_grads, learning_rate, run_trial
 from trainers.masks_io import load_masks
 from trainers.tracking import MemoryTracker
@@ -63,6 +64,25 @@ def test_sparse_methods_report_what_researchers_compare(tmp_path, method):
     assert tracker.summary["final_accuracy"] == result.final_accuracy
     # A summary metric never shares a curve's name (MLflow would merge them).
     assert not set(tracker.summary) & set(tracker.metrics)
+
+
+def test_flops_are_logged_at_every_eval_step_once(tmp_path):
+    # eval_every=70 is off the 50-step logging cadence: the eval steps still carry the
+    # FLOPs (the MLflow chart view plots eval_accuracy against cumulative_train_flops).
+    result, tracker = _run(tmp_path, "method=static", "sparsity=0.9", "train.eval_every=70")
+    flops = dict(tracker.curve("cumulative_train_flops"))
+    steps = [s for s, _ in tracker.curve("cumulative_train_flops")]
+    assert len(steps) == len(set(steps))  # one point a step
+    evals = [s for s, _ in tracker.curve("eval_accuracy")]
+    assert evals == [70, 140, 210, 280, 300]
+    assert {50, 100, 150} <= set(steps)
+    curve = tracker.json["flop_curve.json"]
+    assert [flops[s] for s in evals] == curve["train_flops"]
+    assert flops[300] == result.train_flops == tracker.summary["train_flops"]
+    report, _ = flop_report(compose_trial([*SHORT, "method=static", "sparsity=0.9"]))
+    assert tracker.summary["inference_flops"] == result.inference_flops
+    assert result.inference_flops == pytest.approx(report.inference_flops)
+    assert result.inference_flops < 0.15 * report.inference_flops_dense
 
 
 def test_final_mask_snapshot_equals_the_trained_masks(tmp_path):
