@@ -18,7 +18,6 @@ Finished runs never change, so what was fetched for them is kept under
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import webbrowser
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dashboards.load import UnknownSweepError, find_sweeps, study_sweeps
+from orchestrator import links
 from orchestrator.errors import UsageError
 from orchestrator.home import rigl_home
 
@@ -36,9 +36,6 @@ if TYPE_CHECKING:
     from dashboards.report import Report
     from orchestrator.records import SweepInfo
 
-UI_ADDRESS = "http://127.0.0.1:5000"
-"""Where run links point when the store is the private local server (it stops with the
-command): the address `rigl ui` serves by default."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +111,7 @@ def write(
         (out or home / "dashboards" / what.label).resolve(),
         title=what.title,
         cache_dir=home / "dashboards" / ".cache",
-        link_base=None if os.environ.get("MLFLOW_TRACKING_URI") else UI_ADDRESS,
+        link_base=links.browse_base(),
         generated=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         workers=workers,
     )
