@@ -25,7 +25,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from orchestrator import messages
 from orchestrator.errors import UsageError
-from trainers.build import prepare
 from trainers.config import ConfigError, TrialConfig, validate
 
 CONFIG_NAME = "config"
@@ -85,6 +84,8 @@ def _compose(overrides: Sequence[str]) -> DictConfig:
 
 def _finish(trial: object, custom: dict[str, float], replace: bool) -> TrialConfig:
     """The composed object with its per-layer sparsities, validated and prepared."""
+    from trainers.build import prepare  # torch: only commands that compose need it
+
     assert isinstance(trial, TrialConfig)
     if replace or custom:
         base = {} if replace else dict(trial.distribution.custom)

@@ -26,7 +26,6 @@ from omegaconf import OmegaConf
 from orchestrator import messages
 from orchestrator.compose import Composer, conf_dir, group_options
 from orchestrator.errors import UsageError
-from trainers import methods
 from trainers.config import TrialConfig, flatten
 
 SWEEP_KEYS = ("method", "sparsity", "distribution", "delta_t", "alpha", "seed")
@@ -275,6 +274,8 @@ def ignored_keys(config: TrialConfig) -> frozenset[str]:
     """Dotted keys the trial's method never reads, so they cannot change its result: the
     other methods' own keys and, for ``dense``, what sets the masks (the registry in
     ``trainers.methods`` derives them)."""
+    from trainers import methods  # torch: only commands that key trials need it
+
     method = methods.get(config.method.name)
     ignored = method.ignored_keys()
     if not method.uses_sparsity:
