@@ -43,9 +43,8 @@ class Backends:
 
 
 READ_ONLY_GIVE_UP_S = 6.0
-"""How long a command that only reads (status, dashboard) retries the tracking server, so
-that with its start-up it gives up within 10 s;
-trials and sweeps keep the longer bounded retry (tracking.retry.UNREACHABLE_AFTER_S)."""
+"""How long a command that only reads (status, dashboard) retries the tracking server, so that
+with its start-up it gives up within 10 s; trials and sweeps retry longer (UNREACHABLE_AFTER_S)."""
 
 
 @contextlib.contextmanager
@@ -157,8 +156,10 @@ def _parser() -> argparse.ArgumentParser:
     ui.set_defaults(func=cmd_ui)
 
     from orchestrator import submit
+    from orchestrator.tracking import shared
 
     submit.register(commands)
+    shared.register(commands)  # rigl server stop
     return parser
 
 
