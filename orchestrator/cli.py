@@ -139,6 +139,9 @@ def _parser() -> argparse.ArgumentParser:
         "FINISHED attempt (what rigl submit runs on the cluster)",
     )
     _add_cluster_options(sweep)
+    from orchestrator.dryrun import add_reuse_options
+
+    add_reuse_options(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
     status = commands.add_parser("status", help="sweeps, or the trials of one sweep")
@@ -257,17 +260,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for warning in display.update_warnings(trials):
         print(f"rigl sweep: warning: {warning}", file=sys.stderr)
     if args.dry_run:
-        if args.json:
-            print(json.dumps(sweeps.trials_json(trials)))
-        else:
-            base = sweeps.load_preset(args.preset).overrides if args.preset else ()
-            points = len(sweeps.grid([*base, *args.overrides])[0])
-            print(sweeps.trial_table(trials))
-            print(
-                f"{points} grid points → {len(trials)} distinct trials (study {study!r}); "
-                "nothing submitted"
-            )
-        return 0
+        from orchestrator.dryrun import show
+
+        return show(args, trials, study, args.backends is DEFAULT_BACKENDS)
     if args.sweep_id:
         valid_sweep_id(args.sweep_id)
     overrides = [*(["--preset", args.preset] if args.preset else []), *args.overrides]
@@ -309,7 +304,12 @@ def _run(
         on_tick=display.progress_printer(),
         on_start=started,
         attempt_tags=attempt_tags,
+        reuse=getattr(args, "reuse", "same-version"),
     )
+    if result.reused:
+        from orchestrator.dryrun import reused_line
+
+        print(reused_line(result.sweep_id, result.reused, study), file=sys.stderr)
     if not result.trials:
         print(f"nothing to run: every trial of sweep {result.sweep_id} has a FINISHED attempt")
         return 0

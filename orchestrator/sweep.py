@@ -62,6 +62,9 @@ class Trial:
     config: TrialConfig = field(compare=False)
     overrides: tuple[str, ...] = field(compare=False)
     swept: dict[str, Any] = field(compare=False)
+    reused_from: dict[str, str] | None = field(default=None, compare=False)
+    """Where a reused trial's result comes from (``orchestrator.reuse``): run_id,
+    sweep_id and git_sha of the FINISHED attempt; None for a trial that runs."""
 
     @property
     def group_key(self) -> str:
@@ -365,6 +368,7 @@ def trials_json(trials: Sequence[Trial]) -> list[dict[str, Any]]:
             "trial_key": t.key,
             "overrides": list(t.overrides),
             "swept": t.swept,
+            **({"reused_from": t.reused_from} if t.reused_from else {}),
             **flatten(t.config),
         }
         for t in trials
