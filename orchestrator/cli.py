@@ -44,7 +44,7 @@ class Backends:
 
 READ_ONLY_GIVE_UP_S = 6.0
 """How long a command that only reads (status, dashboard) retries the tracking server, so that
-with its start-up it gives up within 10 s; sweeps keep tracking.retry.UNREACHABLE_AFTER_S."""
+with its start-up it gives up within 10 s; trials and sweeps retry longer (UNREACHABLE_AFTER_S)."""
 
 
 @contextlib.contextmanager
@@ -139,6 +139,9 @@ def _parser() -> argparse.ArgumentParser:
         "FINISHED attempt (what rigl submit runs on the cluster)",
     )
     _add_cluster_options(sweep)
+    from orchestrator.dryrun import add_reuse_options
+
+    add_reuse_options(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
     status = commands.add_parser("status", help="sweeps, or the trials of one sweep")
@@ -156,9 +159,11 @@ def _parser() -> argparse.ArgumentParser:
     ui.set_defaults(func=cmd_ui)
 
     from orchestrator import dashboard, submit
+    from orchestrator.tracking import shared
 
     submit.register(commands)
     dashboard.register(commands)
+    shared.register(commands)  # rigl server stop
     return parser
 
 
@@ -256,17 +261,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for warning in display.update_warnings(trials):
         print(f"rigl sweep: warning: {warning}", file=sys.stderr)
     if args.dry_run:
-        if args.json:
-            print(json.dumps(sweeps.trials_json(trials)))
-        else:
-            base = sweeps.load_preset(args.preset).overrides if args.preset else ()
-            points = len(sweeps.grid([*base, *args.overrides])[0])
-            print(sweeps.trial_table(trials))
-            print(
-                f"{points} grid points → {len(trials)} distinct trials (study {study!r}); "
-                "nothing submitted"
-            )
-        return 0
+        from orchestrator.dryrun import show
+
+        return show(args, trials, study, args.backends is DEFAULT_BACKENDS)
     if args.sweep_id:
         valid_sweep_id(args.sweep_id)
     overrides = [*(["--preset", args.preset] if args.preset else []), *args.overrides]
@@ -308,7 +305,12 @@ def _run(
         on_tick=display.progress_printer(),
         on_start=started,
         attempt_tags=attempt_tags,
+        reuse=getattr(args, "reuse", "same-version"),
     )
+    if result.reused:
+        from orchestrator.dryrun import reused_line
+
+        print(reused_line(result.sweep_id, result.reused, study), file=sys.stderr)
     if not result.trials:
         print(f"nothing to run: every trial of sweep {result.sweep_id} has a FINISHED attempt")
         return 0

@@ -34,6 +34,7 @@ def trials_table(rows: Sequence[dict[str, Any]]) -> str:
         acc = "" if r["final_accuracy"] is None else f"{r['final_accuracy']:.4f}"
         swept = ("-" if r.get(k) is None else str(r[k]) for k in SWEPT_COLUMNS)
         reason = _short(r.get("error") or "") if r["state"] in ("FAILED", "KILLED") else ""
+        reason = f"reused {r['reused_from']}" if r.get("reused_from") else reason
         lines.append((r["trial_key"], *swept, r["state"], str(r["attempts"]), acc, reason))
     return table(lines)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator import records
+from orchestrator import reuse as reuses
 from orchestrator.errors import UsageError
 from orchestrator.records import (
     OPEN_STATUSES,
@@ -211,6 +212,8 @@ class SweepResult:
     trials: list[Trial]
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     interrupted: bool = False
+    reused: dict[str, AttemptInfo] = field(default_factory=dict)
+    """Trials not run because the study has their result (``orchestrator.reuse``)."""
 
     @property
     def failed(self) -> list[Outcome]:
@@ -231,14 +234,27 @@ def run_sweep(
     on_tick: TickFn | None = None,
     on_start: Callable[[str, list[Trial]], None] | None = None,
     attempt_tags: Mapping[str, str] | None = None,
+    reuse: str = "same-version",
 ) -> SweepResult:
     """Record the sweep (or reopen ``sweep_id`` and keep its unfinished trials), run its
-    trials on ``executor`` and end it. ``on_start(sweep_id, trials)`` is called once the
-    sweep is recorded, before anything runs (not at all when nothing is left to run)."""
+    trials on ``executor`` and end it. A new sweep reuses the study's finished trials
+    (``orchestrator.reuse``; ``reuse``: same-version, any-version or none).
+    ``on_start(sweep_id, trials)`` is called once the sweep is recorded, before anything
+    runs (not at all when nothing is left to run)."""
     todo = list(trials)
+    git_sha = git_sha or records.code_version()
+    reused: dict[str, AttemptInfo] = {}
     if sweep_id is None or ledger.find_sweep(sweep_id) is None:
         sweep_id = sweep_id or new_sweep_id()
-        ledger.create_sweep(study, sweep_id, overrides, todo)
+        reused = reuses.finished_in_study(ledger, study, todo, git_sha, reuse)
+        ledger.create_sweep(study, sweep_id, overrides, reuses.marked(todo, reused))
+        for trial in todo:
+            if trial.key in reused:
+                reuses.record(ledger, sweep_id, trial, reused[trial.key])
+        todo = [t for t in todo if t.key not in reused]
+        if not todo:
+            ledger.end_sweep(sweep_id, "FINISHED")
+            return SweepResult(sweep_id, [], reused=reused)
     else:
         todo = unfinished(ledger, sweep_id, todo)
         if not todo:
@@ -248,7 +264,7 @@ def run_sweep(
         on_start(sweep_id, todo)
     job = AttemptJob(
         sweep_id,
-        git_sha or records.code_version(),
+        git_sha,
         str(work_root),
         train_fn,
         dict(attempt_tags or {}),
@@ -268,13 +284,13 @@ def run_sweep(
     except KeyboardInterrupt:
         close_open(ledger, sweep_id, "KILLED", STOPPED)
         ledger.end_sweep(sweep_id, "KILLED")
-        return SweepResult(sweep_id, todo, interrupted=True)
+        return SweepResult(sweep_id, todo, interrupted=True, reused=reused)
     for outcome in outcomes.values():
         if outcome.lost or outcome.unplaced:
             reason = WORKER_LOST if outcome.lost else NOT_PLACED
             close_open(ledger, sweep_id, "FAILED", reason, key=outcome.trial.key)
     ledger.end_sweep(sweep_id, "FINISHED")
-    return SweepResult(sweep_id, todo, outcomes)
+    return SweepResult(sweep_id, todo, outcomes, reused=reused)
 
 
 def close_open(
@@ -346,6 +362,7 @@ def trial_rows(ledger: Ledger, sweep_id: str) -> list[dict[str, Any]]:
                 "final_accuracy": finished[-1].final_accuracy if finished else None,
                 **record.get("swept", {}),
                 "error": None if finished or latest is None else latest.error,
+                "reused_from": finished[-1].tags.get(reuses.REUSED_FROM) if finished else None,
             }
         )
     return rows

@@ -3,7 +3,8 @@
 ``expand(["method=rigl,set", "sparsity=0.8,0.9", "seed=range(0,3)"])`` reads the overrides
 with Hydra's override grammar (``a=1,2``, ``range()``, ``choice()``, ``glob()`` over a
 config group), takes the cartesian product, composes and validates every grid point
-with ``compose_trial`` and keeps one trial per *effective* configuration: a grid never
+(``compose.Composer``: ``compose_trial``'s result, composing each choice of config
+groups once) and keeps one trial per *effective* configuration: a grid never
 runs the same experiment twice. Nothing is submitted until every point has composed, so
 one bad value anywhere stops the whole sweep with a ``UsageError``.
 """
@@ -23,9 +24,8 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import OmegaConf
 
 from orchestrator import messages
-from orchestrator.compose import compose_trial, conf_dir, group_options
+from orchestrator.compose import Composer, conf_dir, group_options
 from orchestrator.errors import UsageError
-from trainers import methods
 from trainers.config import TrialConfig, flatten
 
 SWEEP_KEYS = ("method", "sparsity", "distribution", "delta_t", "alpha", "seed")
@@ -62,6 +62,9 @@ class Trial:
     config: TrialConfig = field(compare=False)
     overrides: tuple[str, ...] = field(compare=False)
     swept: dict[str, Any] = field(compare=False)
+    reused_from: dict[str, str] | None = field(default=None, compare=False)
+    """Where a reused trial's result comes from (``orchestrator.reuse``): run_id,
+    sweep_id and git_sha of the FINISHED attempt; None for a trial that runs."""
 
     @property
     def group_key(self) -> str:
@@ -124,9 +127,10 @@ def expand(overrides: Sequence[str], preset: str | None = None) -> list[Trial]:
     base = load_preset(preset).overrides if preset else ()
     points, varied = grid([*base, *overrides])
     trials: dict[str, Trial] = {}
+    compose = Composer()
     for point in points:
         try:
-            config = compose_trial(point)
+            config = compose(point)
         except UsageError as exc:
             raise UsageError(f"{exc} (in grid point: {' '.join(point)})") from None
         key = trial_key(config)
@@ -242,12 +246,13 @@ def recompose(records: Iterable[Mapping[str, Any]], extra: Sequence[str] = ()) -
             f"{varied}; a grid is a new sweep (rigl sweep ...)"
         )
     trials = []
+    compose = Composer()
     for record in records:
         overrides = [*record["overrides"], *points[0]]
-        config = compose_trial(overrides)
+        config = compose(overrides)
         key = trial_key(config)
         if key != record["trial_key"] and extra:
-            before = flatten(compose_trial(list(record["overrides"])))
+            before = flatten(compose(list(record["overrides"])))
             changed = sorted(k for k, v in flatten(config).items() if before.get(k) != v)
             raise UsageError(
                 f"{' '.join(extra)} changes trial {record['trial_key']} (at {changed}): that "
@@ -272,6 +277,8 @@ def ignored_keys(config: TrialConfig) -> frozenset[str]:
     """Dotted keys the trial's method never reads, so they cannot change its result: the
     other methods' own keys and, for ``dense``, what sets the masks (the registry in
     ``trainers.methods`` derives them)."""
+    from trainers import methods  # torch: only commands that key trials need it
+
     method = methods.get(config.method.name)
     ignored = method.ignored_keys()
     if not method.uses_sparsity:
@@ -361,6 +368,7 @@ def trials_json(trials: Sequence[Trial]) -> list[dict[str, Any]]:
             "trial_key": t.key,
             "overrides": list(t.overrides),
             "swept": t.swept,
+            **({"reused_from": t.reused_from} if t.reused_from else {}),
             **flatten(t.config),
         }
         for t in trials

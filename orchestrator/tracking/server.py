@@ -70,17 +70,27 @@ class LocalStore:
 def tracking_server(
     home: Path | None = None, *, startup_timeout: float = STARTUP_TIMEOUT_S
 ) -> Iterator[str]:
-    """Yield the tracking URI: $MLFLOW_TRACKING_URI if set, else a private local server's.
+    """Yield the tracking URI: $MLFLOW_TRACKING_URI if set, else the local store's server.
 
-    The private server (see ``LocalStore``) is started on a free port of 127.0.0.1, waited
-    for until ``/health`` answers (TrackingUnavailableError after ``startup_timeout`` seconds,
-    naming the log), and terminated with its worker processes on exit.
+    By default that is the store's shared server (``orchestrator.tracking.shared``: started
+    by the first command, reused by later ones, stopped when idle for
+    ``$RIGL_SERVER_IDLE_S`` seconds or by ``rigl server stop``). With
+    ``RIGL_SERVER_IDLE_S=0`` it is a private server (see ``LocalStore``) started on a free
+    port of 127.0.0.1, waited for until ``/health`` answers (TrackingUnavailableError after
+    ``startup_timeout`` seconds, naming the log), and terminated with its worker
+    processes on exit.
     """
     if uri := os.environ.get("MLFLOW_TRACKING_URI"):
         yield uri
         return
     store = LocalStore.under(home)
     store.artifacts.mkdir(parents=True, exist_ok=True)
+    from orchestrator.tracking.shared import idle_seconds, shared_server
+
+    if idle_s := idle_seconds():
+        with shared_server(store, idle_s, startup_timeout) as uri:
+            yield uri
+        return
     with _startup_lock(store.root):
         proc, uri = _start_server(store, startup_timeout)
     try:
