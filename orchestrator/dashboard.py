@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from orchestrator.records import SweepInfo
 
 
-
 @dataclass(frozen=True)
 class Target:
     """Which sweeps one report covers, its name (folder) and its artifact path."""

@@ -215,8 +215,9 @@ def test_the_cli_drives_sweep_status_and_rerun_over_any_backends(tmp_path, capsy
         1,
     )
     assert main(["status", sweep_id], backends=_fakes(ledger)) == 0
-    table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:2] == ["trial", "method"] and len(table) == 3
+    table, _, link = capsys.readouterr().out.partition("its runs in the MLflow UI")
+    assert table.splitlines()[0].split()[:2] == ["trial", "method"]
+    assert len(table.splitlines()) == 3 and sweep_id in link
 
     assert main(["rerun", sweep_id], backends=_fakes(ledger)) == 1  # the files are still bad
     assert "rerunning 1 of 2 trials" in capsys.readouterr().err
