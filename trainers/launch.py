@@ -10,6 +10,7 @@ machine. A rank that fails or dies fails the trial: the others are ended by pid.
 from __future__ import annotations
 
 import multiprocessing as mp
+from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def _is_lost_peer(exc: BaseException) -> bool:
     return isinstance(exc, dist.DistError) or type(exc) is RuntimeError
 
 
-def _failed(workers: list[BaseProcess]) -> str:
+def _failed(workers: Sequence[BaseProcess]) -> str:
     """'rank r exited with code c' for each worker that ended badly, '' if none did."""
     return "; ".join(
         f"rank {i + 1} exited with code {w.exitcode}"
@@ -110,7 +111,7 @@ def _failed(workers: list[BaseProcess]) -> str:
     )
 
 
-def _end(workers: list[BaseProcess]) -> None:
+def _end(workers: Sequence[BaseProcess]) -> None:
     for w in workers:
         if w.is_alive():
             w.terminate()
