@@ -19,8 +19,11 @@ import torch.distributed as dist
 
 from trainers import distributed
 from trainers.config import TrialConfig
+from trainers.distributed import MaskMismatchError
 from trainers.loop import ProgressFn, TrialResult, run_trial
 from trainers.tracking import NullTracker, Tracker
+
+__all__ = ["MaskMismatchError", "WorkerError", "train_locally"]
 
 
 class WorkerError(RuntimeError):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from orchestrator.cli import main
 from orchestrator.compose import compose_trial
 from tests.ddp_ranks import run_ranks
 from tests.support import TINY
@@ -137,3 +138,11 @@ def test_workers_are_validated_naming_the_key(overrides, message):
         cfg.resources.workers = int(value)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         validate(cfg)
+
+
+def test_rigl_train_with_two_workers(tmp_path, capsys):
+    args = ["train", *GLOBAL, "train.steps=40", "train.eval_every=20", "resources.workers=2"]
+    assert main([*args, "--workdir", str(tmp_path / "w"), "--json"]) == 0
+    assert '"steps": 40' in capsys.readouterr().out
+    assert main([*args, "resources.workers=0", "--workdir", str(tmp_path / "x")]) == 2
+    assert "resources.workers=0" in capsys.readouterr().err
