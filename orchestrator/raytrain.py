@@ -54,6 +54,7 @@ def train(cfg: TrialConfig, tracker: Any, workdir: Path, *, progress: Any = None
             "run_id": tracker.run_id,
             "workdir": str(workdir),
             "checkpoint": ckpt.read_bytes() if ckpt.exists() else b"",
+            "progress": progress,  # reports to the driver's board (an actor handle inside)
         },
         scaling_config=ScalingConfig(
             num_workers=res.workers,
@@ -100,7 +101,9 @@ def _per_worker(config: dict[str, Any]) -> None:
             workdir.mkdir(parents=True, exist_ok=True)
             (workdir / "checkpoint.pt").write_bytes(config["checkpoint"])
     try:
-        result = run_trial(cfg, tracker, workdir)
+        result = run_trial(
+            cfg, tracker, workdir, progress=config["progress"] if ddp.is_main else None
+        )
     finally:
         tracker.close()
     # Ray Train keeps what rank 0 reports with a checkpoint: the result, as JSON.
