@@ -367,6 +367,8 @@ def _evaluate(
     c.flop_curve.append([step, c.train_flops, accuracy])
     c.last_eval_loss = loss_sum / count
     metrics = {"eval_loss": c.last_eval_loss, "eval_accuracy": accuracy}
+    if trial.device.type == "cuda":  # to choose resources.gpus, a fraction of one GPU
+        metrics["gpu_peak_memory_bytes"] = float(torch.cuda.max_memory_allocated(trial.device))
     if trial.text:
         metrics["eval_bits_per_char"] = metrics["eval_loss"] / math.log(2)
     sparsities = trial.current_sparsities()
