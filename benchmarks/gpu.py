@@ -28,7 +28,7 @@ from trainers.models import build_model, masked_layer_names
 from trainers.sparsity import erk
 
 
-def _setup(model_name: str, batch: int, method: str, delta_t: int = 100):  # type: ignore[no-untyped-def]
+def _setup(model_name: str, batch: int, method: str, delta_t: int = 100):
     torch.manual_seed(0)
     dev = torch.device("cuda")
     model = build_model(model_name).to(dev)
@@ -89,7 +89,7 @@ def update_time(repeats: int = 10) -> float:
     return statistics.median(times[2:])
 
 
-def _packed_trial(seconds: float, barrier, results) -> None:  # type: ignore[no-untyped-def]
+def _packed_trial(seconds: float, barrier, results) -> None:
     model, x, y, optimizer, _ = _setup("wrn22_2", 128, "dense")
     for _ in range(5):
         optimizer.zero_grad(set_to_none=True)
