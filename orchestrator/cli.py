@@ -211,7 +211,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from orchestrator.compose import compose_trial
     from orchestrator.preflight import device_problem
     from trainers.data import DataError
-    from trainers.loop import DivergenceError, run_trial
+    from trainers.launch import MaskMismatchError, WorkerError, train_locally
+    from trainers.loop import DivergenceError
     from trainers.tracking import MemoryTracker
 
     cfg = compose_trial(args.overrides)
@@ -233,8 +234,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar.set_postfix(acc=f"{metrics['eval_accuracy']:.4f}", loss=f"{metrics['eval_loss']:.3f}")
 
     try:
-        result = run_trial(cfg, MemoryTracker(), workdir, progress=progress)
-    except (DataError, DivergenceError) as exc:
+        result = train_locally(cfg, MemoryTracker(), workdir, progress=progress)
+    except (DataError, DivergenceError, MaskMismatchError, WorkerError) as exc:
         bar.close()
         print(f"rigl train: trial failed: {exc}", file=sys.stderr)
         return 1

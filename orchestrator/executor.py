@@ -12,6 +12,7 @@ are told from trials that train.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -134,6 +135,10 @@ def _attempt(trial: Trial, job: AttemptJob, tracking_uri: str, board: Any) -> di
     """One attempt on a worker, telling the driver it is alive all the while."""
     from orchestrator.tracking.ledger import MlflowLedger
 
+    if trial.config.resources.workers > 1 and job.train_fn is None:
+        from orchestrator import raytrain  # a TorchTrainer of N workers; this task leads it
+
+        job = dataclasses.replace(job, train_fn=raytrain.train)
     stop = threading.Event()
     threading.Thread(target=_beat, args=(board, trial.key, stop), daemon=True).start()
     try:
@@ -249,9 +254,10 @@ class RayExecutor:
 
     def _submit(self, trial: Trial, job: AttemptJob, tracking_uri: str, board: Any) -> Any:
         res = trial.config.resources
+        lead = res.workers == 1  # else the Ray Train workers hold the resources
         task = _attempt_task.options(
-            num_cpus=res.cpus,
-            num_gpus=res.gpus,
+            num_cpus=res.cpus if lead else 0,
+            num_gpus=res.gpus if lead else 0,
             max_retries=self.max_retries,
             retry_exceptions=False,
             name=f"trial {trial.key}",

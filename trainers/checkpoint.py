@@ -9,6 +9,7 @@ tensor, never as a pickled array.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 from pathlib import Path
@@ -69,3 +70,8 @@ def save(path: Path, state: dict[str, Any]) -> None:
 def load(path: Path) -> dict[str, Any]:
     """Read a checkpoint onto the CPU (RNG states must live there); no unpickling."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_bytes(data: bytes) -> dict[str, Any]:
+    """``load`` of a checkpoint file's contents (as sent from rank 0 to the other ranks)."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

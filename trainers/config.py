@@ -124,8 +124,13 @@ class TrainConfig:
 
 @dataclass
 class ResourcesConfig:
+    # Per worker: a trial of N workers asks for N x cpus and N x gpus (gpus may be a
+    # fraction, e.g. 0.25 packs four trials onto one GPU).
     cpus: float = 1.0
     gpus: float = 0.0
+    # Data-parallel processes of one trial; train.batch_size is the global batch, split
+    # evenly, so the number of workers never changes what the trial computes.
+    workers: int = 1
 
 
 @dataclass
@@ -331,6 +336,18 @@ def _check_train(t: TrainConfig, r: ResourcesConfig) -> None:
         "resources.gpus",
         r.gpus,
         "a number >= 0",
+    )
+    _check(
+        isinstance(r.workers, int) and not isinstance(r.workers, bool) and r.workers >= 1,
+        "resources.workers",
+        r.workers,
+        "an integer >= 1",
+    )
+    _check(
+        t.batch_size % r.workers == 0,
+        "train.batch_size",
+        t.batch_size,
+        f"a multiple of resources.workers={r.workers} (the global batch is split evenly)",
     )
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers import checkpoint, methods
+from trainers import checkpoint, distributed, methods
 from trainers.build import build_plan
 from trainers.config import OptimConfig, TrialConfig, flatten
 from trainers.data import build_data
@@ -35,7 +35,7 @@ from trainers.methods import Iteration
 from trainers.models import build_model, layer_geometry
 from trainers.optim import build_optimizer
 from trainers.sparsity import FlopReport, Updater, UpdateStats, inference_flops, model_size_bytes
-from trainers.tracking import Tracker
+from trainers.tracking import NullTracker, Tracker
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
@@ -125,6 +125,10 @@ class _Trial:
         if self.updater is not None:
             self.optimizer.keep_masked(self.updater.param_masks())
         self.stream = self.data.train_stream(cfg.train.batch_size, cfg.seed)
+        self.ddp = distributed.current()  # None for one process: nothing below changes
+        if self.ddp is not None:
+            self.stream = self.ddp.shard(self.stream)
+            self.ddp.broadcast_module(self.model)
         self.layers = layer_geometry(self.model, self.data.input_shape, text=self.text)
         full_width = build_model(cfg.model.name, width=cfg.model.width)
         self.f_dense = inference_flops(
@@ -193,19 +197,31 @@ def run_trial(
     local data; everything else the trial produces goes through ``tracker``.
     """
     workdir = Path(workdir).resolve()
+    ddp = distributed.current()
+    if ddp is not None and not ddp.is_main:  # rank 0 reports and checkpoints for all
+        tracker, workdir = NullTracker(), workdir / f"rank{ddp.rank}"
     tracker.log_params(flatten(cfg))
     begun = time.perf_counter()  # wall time counts building the trial and loading its data
     trial = _Trial(cfg, workdir)
     ckpt_path = workdir / checkpoint.CHECKPOINT_NAME
     resumed_from = None
-    if ckpt_path.exists():
-        trial.load_state_dict(checkpoint.load(ckpt_path))
+    state = _resume_state(trial.ddp, ckpt_path)
+    if state is not None:
+        trial.load_state_dict(state)
         resumed_from = trial.counters.step
     else:
         _snapshot(trial, tracker, "init")
     started = begun - trial.counters.wall_time_s
     _train(trial, tracker, progress, started)
     return _finish(trial, tracker, started, resumed_from)
+
+
+def _resume_state(ddp: distributed.DataParallel | None, path: Path) -> dict[str, Any] | None:
+    """The checkpoint to resume from: rank 0's file, sent to every rank."""
+    if ddp is None:
+        return checkpoint.load(path) if path.exists() else None
+    data = ddp.broadcast_bytes(path.read_bytes() if ddp.is_main and path.exists() else None)
+    return checkpoint.load_bytes(data) if data else None
 
 
 def _loss(trial: _Trial, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -257,12 +273,14 @@ def _train(trial: _Trial, tracker: Tracker, progress: ProgressFn | None, started
         if not torch.isfinite(loss):
             raise DivergenceError(f"training diverged at step {step}: loss is {loss.item()}")
         loss.backward()
+        if trial.ddp is not None:
+            trial.ddp.average_gradients(model.parameters())
 
         if updater is not None and updater.replaces_step(step):
             stats = updater.update(step, _dense_grads(trial, step), optimizer)
             trial.count(Iteration.UPDATE, f_sparse)
             f_sparse = trial.f_sparse()
-            _log_update(tracker, stats, step)
+            _after_update(trial, tracker, stats, step)
             continue
 
         kind, grads = Iteration.STEP, None
@@ -284,13 +302,13 @@ def _train(trial: _Trial, tracker: Tracker, progress: ProgressFn | None, started
         if updater is not None and grads is not None:
             stats = updater.update(step, grads, optimizer)
             f_sparse = trial.f_sparse()
-            _log_update(tracker, stats, step)
+            _after_update(trial, tracker, stats, step)
         c.step = step + 1
 
         evaluate = c.step % cfg.train.eval_every == 0 or c.step == total
         if c.step % log_every == 0 or c.step == total:
             logged = {
-                "train_loss": loss.item(),
+                "train_loss": trial.ddp.mean(loss.item()) if trial.ddp else loss.item(),
                 "lr": lr,
                 "step_time_s": time.perf_counter() - tick,
             }
@@ -305,6 +323,12 @@ def _train(trial: _Trial, tracker: Tracker, progress: ProgressFn | None, started
         if c.step % cfg.train.checkpoint_every == 0 or c.step == total:
             c.wall_time_s = time.perf_counter() - started
             _checkpoint(trial, tracker)
+
+
+def _after_update(trial: _Trial, tracker: Tracker, stats: UpdateStats, step: int) -> None:
+    if trial.ddp is not None and trial.updater is not None:
+        trial.ddp.check_masks(trial.updater.masks, step)
+    _log_update(tracker, stats, step)
 
 
 def _log_update(tracker: Tracker, stats: UpdateStats, step: int) -> None:
@@ -347,6 +371,8 @@ def _evaluate(
     # other (its x-axis may be any metric logged at the same steps).
     metrics = {"eval_loss": c.last_eval_loss, "eval_accuracy": accuracy}
     metrics["cumulative_train_flops"] = c.train_flops
+    if trial.device.type == "cuda":  # to choose resources.gpus, a fraction of one GPU
+        metrics["gpu_peak_memory_bytes"] = float(torch.cuda.max_memory_allocated(trial.device))
     if trial.text:
         metrics["eval_bits_per_char"] = metrics["eval_loss"] / math.log(2)
     sparsities = trial.current_sparsities()
@@ -367,6 +393,8 @@ def _snapshot(trial: _Trial, tracker: Tracker, tag: str) -> None:
 
 
 def _checkpoint(trial: _Trial, tracker: Tracker) -> None:
+    if trial.ddp is not None and not trial.ddp.is_main:
+        return
     path = trial.workdir / checkpoint.CHECKPOINT_NAME
     checkpoint.save(path, trial.state_dict())
     tracker.log_artifact(path, "checkpoints")

@@ -75,3 +75,26 @@ class MemoryTracker:
 
     def curve(self, name: str) -> list[tuple[int, float]]:
         return self.metrics.get(name, [])
+
+
+class NullTracker:
+    """A Tracker that records nothing: the other ranks of a data-parallel trial, so that
+    only rank 0 reports and no metric point is duplicated."""
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_artifact(self, local_path: Path, artifact_path: str = "") -> None:
+        pass
+
+    def log_json(self, obj: Any, artifact_file: str) -> None:
+        pass
+
+    def log_summary(self, summary: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -175,6 +175,7 @@ def test_key_is_twelve_hex_digits_of_sha256_of_the_effective_config():
         "data.root",
         "resources.cpus",
         "resources.gpus",
+        "resources.workers",
         "method.momentum",
         "method.prune_start",
         "method.prune_end",
@@ -202,6 +203,7 @@ def test_same_config_same_key():
         "data.root=/somewhere",
         "resources.cpus=4",
         "resources.gpus=0.5",
+        "resources.workers=2",
     ],
 )
 def test_keys_that_do_not_change_the_result_do_not_change_the_key(neutral):
