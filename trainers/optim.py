@@ -159,7 +159,8 @@ def build_optimizer(o: OptimConfig, model: nn.Module) -> SGD | Adam | AdamW:
     Both groups are always built, in that order, so checkpoints resume group by group.
     """
     skip = set(getattr(model, "no_weight_decay", set)())
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         kept = o.decay_biases_and_norms or (p.ndim >= 2 and name not in skip)
         (decay if kept else no_decay).append(p)

@@ -88,6 +88,10 @@ class ResNet50(nn.Module):
                 stage.append(Bottleneck(in_channels, planes, stride))
                 in_channels = planes * EXPANSION
             setattr(self, f"layer{index + 1}", nn.Sequential(*stage))
+        self.layer1: nn.Sequential
+        self.layer2: nn.Sequential
+        self.layer3: nn.Sequential
+        self.layer4: nn.Sequential
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_channels, num_classes)
         _reference_init(self)
