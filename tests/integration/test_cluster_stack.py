@@ -252,10 +252,17 @@ def test_sweep_survives_a_killed_worker_and_a_database_restart(
     assert sorted(r["attempts"] for r in rows) == [1, 1, 2]
     assert {r["seed"] for r in rows} == set(SEEDS)
 
-    # HERE `rigl dashboard` joins the test once the command exists (the dashboards
-    # issue): run it from the laptop on sweep_id, through the authenticated server
-    # (credentials from ~/.mlflow/credentials), and check that its report has one row
-    # per trial, each FINISHED. It is not faked in the meantime.
+    # `rigl dashboard` from the laptop, through the authenticated server (credentials from
+    # ~/.mlflow/credentials): the seeds make one group, every trial finished once.
+    report = tmp_path / "report"
+    _checked(laptop.rigl("dashboard", sweep_id, "--out", str(report)))
+    [group] = json.loads((report / "summary.json").read_text())
+    assert (group["n"], group["failed"]) == (len(SEEDS), 0)
+    finals = [runs[-1].data.metrics["final_accuracy"] for runs in attempts.values()]
+    assert group["final_accuracy_mean"] == pytest.approx(sum(finals) / len(finals))
+    [parent] = [r for r in everything if r.data.tags.get("rigl.kind") == "sweep"]
+    logged = {f.path for f in client.list_artifacts(parent.info.run_id, "dashboard")}
+    assert {"dashboard/index.html", "dashboard/summary.csv"} <= logged
 
     info = jobs.get_job_info(job_id)
     record = [json.dumps([r.data.params, r.data.tags, sorted(r.data.metrics)]) for r in everything]
