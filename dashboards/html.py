@@ -39,7 +39,7 @@ CAPTIONS = {
     " inference. Dense FLOPs and dense accuracy dashed.",
     "fig3_delta_t_alpha": "Final accuracy in percent, mean ± std (n seeds) per (ΔT, α);"
     " dashed red box: the paper's ΔT = 100, α = 0.3; ★: the best cell of the panel. Colours"
-    " are scaled per panel.",
+    " are scaled per panel, over at least one point.",
     "fig4_drop_fraction": "Dots: the drop fraction each trial applied at its topology updates;"
     " lines: the planned schedule (cosine: α/2·(1 + cos(πt/T_end))), T_end dotted. The legend"
     " gives the largest deviation.",

@@ -85,12 +85,27 @@ def delta_t_alpha_grid(summary: pd.DataFrame) -> Figure:
     return fig
 
 
+MIN_COLOUR_SPAN = 0.01
+"""A panel's colours span at least one accuracy point: cells 0.2 points apart look alike,
+not yellow against purple."""
+
+
+def _colour_range(values: np.ndarray) -> tuple[float | None, float | None]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None, None
+    top = float(finite.max())
+    return min(float(finite.min()), top - MIN_COLOUR_SPAN), top
+
+
 def _heatmap(ax: Axes, mean: pd.DataFrame, std: pd.DataFrame, n: pd.DataFrame) -> None:
     values = mean.to_numpy(dtype="float64")
     # Vector quads, not an image: crisp in SVG and no resampling at 150 dpi.
     rows, cols = values.shape
+    low, high = _colour_range(values)
     image = ax.pcolormesh(np.arange(cols + 1) - 0.5, np.arange(rows + 1) - 0.5,
-                          np.ma.masked_invalid(values), cmap="viridis")  # fmt: skip
+                          np.ma.masked_invalid(values), cmap="viridis",
+                          vmin=low, vmax=high)  # fmt: skip
     ax.set(xlim=(-0.5, cols - 0.5), ylim=(rows - 0.5, -0.5))  # α grows downwards
     ax.grid(False)
     ax.set_xticks(range(mean.shape[1]), [f"{v:g}" for v in mean.columns])
