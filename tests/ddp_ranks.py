@@ -52,7 +52,7 @@ def _rank(
         if trial.counters.step == options.get("stop_after"):
             raise StopAfterError(f"stopped after the checkpoint at step {trial.counters.step}")
 
-    loop._after_update, loop._checkpoint = recording, interrupting  # type: ignore[assignment]
+    loop._after_update, loop._checkpoint = recording, interrupting
     tracker = MemoryTracker()
     try:
         result = loop.run_trial(cfg, tracker, workdir)
@@ -62,7 +62,7 @@ def _rank(
         )
         return
     finally:
-        np.savez(out / f"rank{rank}.npz", **masks)
+        np.savez(out / f"rank{rank}.npz", **masks)  # type: ignore[arg-type]
     summary = {k: v for k, v in vars(result).items() if k != "wall_time_s"}
     (out / f"rank{rank}.json").write_text(json.dumps({"metrics": tracker.metrics, **summary}))
 

@@ -30,16 +30,16 @@ def _single(cfg: TrialConfig, workdir: Path) -> tuple[MemoryTracker, dict[str, n
     masks: dict[str, np.ndarray] = {}
     after_update = loop._after_update
 
-    def recording(trial, tracker, stats, step):  # type: ignore[no-untyped-def]
+    def recording(trial, tracker, stats, step):
         masks.update({f"{step}/{n}": m.numpy().copy() for n, m in trial.updater.masks.items()})
         after_update(trial, tracker, stats, step)
 
-    loop._after_update = recording  # type: ignore[assignment]
+    loop._after_update = recording
     try:
         tracker = MemoryTracker()
         loop.run_trial(cfg, tracker, workdir)
     finally:
-        loop._after_update = after_update  # type: ignore[assignment]
+        loop._after_update = after_update
     return tracker, masks
 
 
