@@ -1,8 +1,7 @@
 """A sweep's lifecycle and the attempt state machine, written against two protocols.
 
-``Ledger`` records sweeps and attempts (``orchestrator.tracking.ledger.MlflowLedger``; the
-in-memory ``orchestrator.fakes.MemoryLedger``); ``Executor`` runs attempts somewhere
-(``orchestrator.executor.RayExecutor``; the in-process ``orchestrator.fakes.InProcessExecutor``).
+The protocols, ``Ledger`` (records sweeps and attempts) and ``Executor`` (runs attempts
+somewhere), are in ``orchestrator.backends`` with their real and in-memory implementations.
 Everything that decides an attempt's or a trial's state lives here and nowhere else:
 
 * an attempt is opened RUNNING by ``run_attempt`` wherever the executor runs it, numbered
@@ -24,10 +23,19 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from orchestrator import records
 from orchestrator import reuse as reuses
+from orchestrator.backends import (
+    AttemptJob,
+    Executor,
+    Ledger,
+    Outcome,
+    ReportFn,
+    TickFn,
+    TrainFn,
+)
 from orchestrator.errors import UsageError
 from orchestrator.records import (
     OPEN_STATUSES,
@@ -37,107 +45,12 @@ from orchestrator.records import (
     new_sweep_id,
 )
 from orchestrator.sweep import Trial
-from trainers.tracking import Tracker
 
 WORKER_LOST = "the attempt's worker or node died before it ended"
 STALE = "stale: the sweep's driver stopped before this attempt ended"
 STOPPED = "stopped by the user (Ctrl-C)"
 NOT_PLACED = "not placed in time"
 HEARTBEAT_EVERY_S = 10.0
-
-TrainFn = Callable[..., Any]
-"""``(config, tracker, workdir, progress=...) -> result`` with ``result.final_accuracy``
-and ``result.resumed_from_step``, as ``trainers.loop.run_trial``."""
-ReportFn = Callable[[dict[str, Any]], None]
-"""Where an attempt reports its progress: {"attempt", "step", "total", "accuracy"}."""
-
-
-class Ledger(Protocol):
-    """Where sweeps, trials and attempts are recorded (orchestrator.records: the layout)."""
-
-    tracking_uri: str
-
-    def create_sweep(
-        self, study: str, sweep_id: str, overrides: Sequence[str], trials: Sequence[Trial]
-    ) -> str: ...
-    def find_sweep(self, sweep_id: str) -> SweepInfo | None: ...
-    def sweeps(self) -> list[SweepInfo]: ...
-    def sweep_trials(self, sweep_id: str) -> list[dict[str, Any]]: ...
-    def heartbeat(self, sweep_id: str) -> None: ...
-    def reopen_sweep(self, sweep_id: str) -> None: ...
-    def end_sweep(self, sweep_id: str, status: str = "FINISHED") -> None: ...
-    def start_attempt(
-        self,
-        sweep_id: str,
-        trial: Trial,
-        attempt: int,
-        git_sha: str,
-        tags: Mapping[str, str] | None = None,
-    ) -> str: ...
-    def tracker(self, run_id: str) -> Tracker: ...
-    def end_attempt(
-        self, run_id: str, status: str, error: str | None = None, traceback: str | None = None
-    ) -> None: ...
-    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None: ...
-    def fetch_checkpoint(self, run_id: str, destination: Path) -> bool: ...
-    def attempts(self, sweep_id: str) -> list[AttemptInfo]: ...
-    def metric_histories(
-        self, run_ids: Sequence[str], key: str
-    ) -> dict[str, list[tuple[int, float]]]: ...
-    def read_json(self, run_id: str, path: str) -> Any | None: ...
-    def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class AttemptJob:
-    """What every attempt of a sweep needs besides its trial (it travels to workers)."""
-
-    sweep_id: str
-    git_sha: str
-    work_root: str
-    train_fn: TrainFn | None = None
-    """Replaces ``trainers.loop.run_trial`` (same signature): benchmarks time the
-    machinery around a known amount of work with it."""
-    tags: Mapping[str, str] = field(default_factory=dict)
-    """Added to every attempt run (e.g. the overrides a rerun applied)."""
-
-
-@dataclass
-class Outcome:
-    """How a trial of this run ended. status: FINISHED, FAILED or KILLED. ``lost``: its
-    worker died and the executor's retries ran out; ``unplaced``: it never got a worker."""
-
-    trial: Trial
-    status: str
-    final_accuracy: float | None = None
-    error: str | None = None
-    traceback: str | None = None
-    lost: bool = False
-    unplaced: bool = False
-
-
-TickFn = Callable[[dict[str, Outcome], dict[str, dict[str, Any]], int], None]
-"""Called about once a second while trials run: (outcomes so far, latest report of each
-running trial, trials still pending)."""
-
-
-class Executor(Protocol):
-    """Runs attempts: one per trial, another when a worker dies, up to its retries."""
-
-    def check_placeable(self, trials: Sequence[Trial]) -> None:
-        """UsageError for a trial no worker could ever host."""
-
-    def preflight(self, trials: Sequence[Trial]) -> None:
-        """UsageError for what would fail every attempt (``driver.preflight``), checked
-        where the trials would run."""
-
-    def run(
-        self, trials: Sequence[Trial], job: AttemptJob, ledger: Ledger, on_tick: TickFn
-    ) -> dict[str, Outcome]:
-        """Every trial's outcome by key. Each attempt is ``run_attempt``; on Ctrl-C the
-        executor stops its work and re-raises KeyboardInterrupt."""
-        ...
-
 
 # --- one attempt, wherever it runs -----------------------------------------------------
 
@@ -241,25 +154,12 @@ def run_sweep(
     (``orchestrator.reuse``; ``reuse``: same-version, any-version or none).
     ``on_start(sweep_id, trials)`` is called once the sweep is recorded, before anything
     runs (not at all when nothing is left to run)."""
-    todo = list(trials)
     git_sha = git_sha or records.code_version()
-    reused: dict[str, AttemptInfo] = {}
-    if sweep_id is None or ledger.find_sweep(sweep_id) is None:
-        sweep_id = sweep_id or new_sweep_id()
-        reused = reuses.finished_in_study(ledger, study, todo, git_sha, reuse)
-        ledger.create_sweep(study, sweep_id, overrides, reuses.marked(todo, reused))
-        for trial in todo:
-            if trial.key in reused:
-                reuses.record(ledger, sweep_id, trial, reused[trial.key])
-        todo = [t for t in todo if t.key not in reused]
-        if not todo:
-            ledger.end_sweep(sweep_id, "FINISHED")
-            return SweepResult(sweep_id, [], reused=reused)
-    else:
-        todo = unfinished(ledger, sweep_id, todo)
-        if not todo:
-            return SweepResult(sweep_id, [])
-        ledger.reopen_sweep(sweep_id)
+    sweep_id, todo, reused = _open_sweep(
+        ledger, list(trials), study, overrides, sweep_id, git_sha, reuse
+    )
+    if not todo:
+        return SweepResult(sweep_id, [], reused=reused)
     if on_start is not None:
         on_start(sweep_id, todo)
     job = AttemptJob(
@@ -291,6 +191,34 @@ def run_sweep(
             close_open(ledger, sweep_id, "FAILED", reason, key=outcome.trial.key)
     ledger.end_sweep(sweep_id, "FINISHED")
     return SweepResult(sweep_id, todo, outcomes, reused=reused)
+
+
+def _open_sweep(
+    ledger: Ledger,
+    todo: list[Trial],
+    study: str,
+    overrides: Sequence[str],
+    sweep_id: str | None,
+    git_sha: str,
+    reuse: str,
+) -> tuple[str, list[Trial], dict[str, AttemptInfo]]:
+    """Record a new sweep (its reused trials recorded at once, the sweep ended if nothing
+    is left) or reopen ``sweep_id``: the sweep's id, the trials to run, the reused ones."""
+    if sweep_id is not None and ledger.find_sweep(sweep_id) is not None:
+        todo = unfinished(ledger, sweep_id, todo)
+        if todo:
+            ledger.reopen_sweep(sweep_id)
+        return sweep_id, todo, {}
+    sweep_id = sweep_id or new_sweep_id()
+    reused = reuses.finished_in_study(ledger, study, todo, git_sha, reuse)
+    ledger.create_sweep(study, sweep_id, overrides, reuses.marked(todo, reused))
+    for trial in todo:
+        if trial.key in reused:
+            reuses.record(ledger, sweep_id, trial, reused[trial.key])
+    todo = [t for t in todo if t.key not in reused]
+    if not todo:
+        ledger.end_sweep(sweep_id, "FINISHED")
+    return sweep_id, todo, reused
 
 
 def close_open(
