@@ -14,8 +14,10 @@ import time
 
 import torch
 
+from trainers import methods
+from trainers.config import MethodConfig, TrainConfig, TrialConfig
 from trainers.models import build_model, masked_layer_names
-from trainers.sparsity import erk, make_updater
+from trainers.sparsity import erk
 
 
 def main() -> None:
@@ -31,9 +33,14 @@ def main() -> None:
     names = masked_layer_names(model)
     weights = {n: params[n] for n in names}
     sparsities = erk({n: tuple(w.shape) for n, w in weights.items()}, args.sparsity)
-    updater = make_updater(
-        "rigl", weights, sparsities, seed=0, total_steps=10**6, delta_t=1, alpha=0.3
+    cfg = TrialConfig(
+        delta_t=1,
+        alpha=0.3,
+        seed=0,
+        method=MethodConfig(name="rigl"),
+        train=TrainConfig(steps=10**6),
     )
+    updater = methods.get("rigl").updater(cfg, weights, sparsities)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x = torch.randn(args.batch, 3, 224, 224)
     y = torch.randint(0, 1000, (args.batch,))

@@ -14,28 +14,23 @@ Resuming from ``workdir/checkpoint.pt`` continues bit-identically on the same de
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers import checkpoint, distributed, methods
-from trainers.build import build_plan
-from trainers.config import OptimConfig, TrialConfig, flatten
-from trainers.data import build_data
+from trainers import checkpoint, distributed
+from trainers.config import TrialConfig, flatten
 from trainers.masks_io import save_masks
 from trainers.methods import Iteration
-from trainers.models import build_model, layer_geometry
-from trainers.optim import build_optimizer
-from trainers.sparsity import FlopReport, Updater, UpdateStats, inference_flops, model_size_bytes
+from trainers.sparsity import UpdateStats
 from trainers.tracking import NullTracker, Tracker
+from trainers.trial import Trial, learning_rate
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
@@ -63,131 +58,6 @@ class TrialResult:
     resumed_from_step: int | None = None
 
 
-@dataclass
-class _Counters:
-    """The loop's own state, saved in checkpoints."""
-
-    step: int = 0
-    train_flops: float = 0.0
-    best_accuracy: float = 0.0
-    last_eval_loss: float = math.nan
-    wall_time_s: float = 0.0
-    flop_curve: list[list[float]] = field(default_factory=list)  # [step, flops, accuracy]
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available")
-    return torch.device(choice)
-
-
-def learning_rate(o: OptimConfig, step: int, total_steps: int) -> float:
-    """The learning rate at optimizer step ``step``: linear warm-up, then the schedule.
-
-    The warm-up lasts ``round(warmup_fraction * total_steps)`` steps, so it scales with the
-    training-length multiplier as the reference's warm-up epochs do (google-research/rigl,
-    imagenet_resnet/imagenet_train_eval.py, ``set_lr_schedule``), or ``warmup_steps`` if
-    those are given. ``step`` decays by ``gamma`` at each milestone (fractions of
-    training, so they scale too); ``cosine`` anneals to 0 at the end.
-    """
-    warmup = o.warmup_steps or round(o.warmup_fraction * total_steps)
-    if warmup and step < warmup:
-        return o.lr * (step + 1) / warmup
-    if o.schedule == "step":
-        passed = sum(step >= round(m * total_steps) for m in o.milestones)
-        return o.lr * o.gamma**passed
-    if o.schedule == "cosine":
-        span = max(1, total_steps - warmup)
-        return o.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / span))
-    return o.lr
-
-
-class _Trial:
-    """The objects of one trial, built once from its config."""
-
-    def __init__(self, cfg: TrialConfig, workdir: Path) -> None:
-        self.cfg = cfg
-        self.workdir = workdir
-        self.device = resolve_device(cfg.train.device)
-        _seed_everything(cfg.seed)
-        self.data = build_data(cfg.data)
-        self.text = self.data.kind == "text"
-        plan = build_plan(cfg, self.device)
-        self.model, self.plan = plan.model, plan
-        self.total_steps = cfg.train.total_steps
-        params = dict(self.model.named_parameters())
-        self.weights = {name: params[name] for name in plan.masked}
-        self.method = methods.get(cfg.method.name)
-        self.updater: Updater | None = self.method.updater(cfg, self.weights, plan.sparsities)
-        self.optimizer = build_optimizer(cfg.optim, self.model)
-        if self.updater is not None:
-            self.optimizer.keep_masked(self.updater.param_masks())
-        self.stream = self.data.train_stream(cfg.train.batch_size, cfg.seed)
-        self.ddp = distributed.current()  # None for one process: nothing below changes
-        if self.ddp is not None:
-            self.stream = self.ddp.shard(self.stream)
-            self.ddp.broadcast_module(self.model)
-        self.layers = layer_geometry(self.model, self.data.input_shape, text=self.text)
-        full_width = build_model(cfg.model.name, width=cfg.model.width)
-        self.f_dense = inference_flops(
-            layer_geometry(full_width, self.data.input_shape, text=self.text), {}
-        )
-        self.counters = _Counters()
-
-    # -- FLOPs (SPEC §6), counted per iteration as it happens ----------------------------
-    def f_sparse(self) -> float:
-        return inference_flops(self.layers, self.current_sparsities())
-
-    def count(self, kind: Iteration, f_sparse: float) -> None:
-        """Add one iteration of ``kind`` over a batch to the trial's training FLOPs."""
-        per_sample = self.method.iteration_flops(kind, f_sparse, self.f_dense)
-        self.counters.train_flops += self.cfg.train.batch_size * per_sample
-
-    def current_sparsities(self) -> dict[str, float]:
-        return self.updater.sparsities() if self.updater else dict.fromkeys(self.weights, 0.0)
-
-    def report(self) -> FlopReport:
-        cfg = self.cfg
-        sparsities = self.current_sparsities()
-        dense_samples = cfg.train.batch_size * cfg.train.steps
-        return FlopReport(
-            inference_flops=inference_flops(self.layers, sparsities),
-            inference_flops_dense=self.f_dense,
-            train_flops=self.counters.train_flops,
-            train_flops_dense=3.0 * self.f_dense * dense_samples,
-            size_bytes=model_size_bytes(self.layers, sparsities),
-            size_bytes_dense=model_size_bytes(self.layers, {}),
-        )
-
-    # -- state ------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "updater": self.updater.state_dict() if self.updater else {},
-            "stream": self.stream.state_dict(),
-            "rng": checkpoint.rng_state(),
-            "counters": asdict(self.counters),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.updater:
-            self.updater.load_state_dict(state["updater"])
-        self.stream.load_state_dict(state["stream"])
-        checkpoint.set_rng_state(state["rng"])
-        self.counters = _Counters(**state["counters"])
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def run_trial(
     cfg: TrialConfig, tracker: Tracker, workdir: Path, *, progress: ProgressFn | None = None
 ) -> TrialResult:
@@ -202,7 +72,7 @@ def run_trial(
         tracker, workdir = NullTracker(), workdir / f"rank{ddp.rank}"
     tracker.log_params(flatten(cfg))
     begun = time.perf_counter()  # wall time counts building the trial and loading its data
-    trial = _Trial(cfg, workdir)
+    trial = Trial(cfg, workdir)
     ckpt_path = workdir / checkpoint.CHECKPOINT_NAME
     resumed_from = None
     state = _resume_state(trial.ddp, ckpt_path)
@@ -224,7 +94,7 @@ def _resume_state(ddp: distributed.DataParallel | None, path: Path) -> dict[str,
     return checkpoint.load_bytes(data) if data else None
 
 
-def _loss(trial: _Trial, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _loss(trial: Trial, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     cfg = trial.cfg
     with torch.autocast(trial.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16):
         logits = trial.model(x)
@@ -240,7 +110,7 @@ def _all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(torch.stack(torch.aminmax(t))).all())
 
 
-def _dense_grads(trial: _Trial, step: int) -> dict[str, torch.Tensor]:
+def _dense_grads(trial: Trial, step: int) -> dict[str, torch.Tensor]:
     """G = ∂L/∂(W⊙M) of each masked layer (inactive weights are exactly 0 in W)."""
     grads = {}
     for name, w in trial.weights.items():
@@ -252,11 +122,10 @@ def _dense_grads(trial: _Trial, step: int) -> dict[str, torch.Tensor]:
     return grads
 
 
-def _train(trial: _Trial, tracker: Tracker, progress: ProgressFn | None, started: float) -> None:
+def _train(trial: Trial, tracker: Tracker, progress: ProgressFn | None, started: float) -> None:
     cfg, c, updater = trial.cfg, trial.counters, trial.updater
     total = trial.total_steps
     f_sparse = trial.f_sparse()
-    log_every = max(1, min(50, cfg.train.eval_every))
     snapshot_steps = {
         round(total * (i + 1) / (cfg.train.mask_snapshots + 1))
         for i in range(cfg.train.mask_snapshots)
@@ -305,19 +174,7 @@ def _train(trial: _Trial, tracker: Tracker, progress: ProgressFn | None, started
             _after_update(trial, tracker, stats, step)
         c.step = step + 1
 
-        evaluate = c.step % cfg.train.eval_every == 0 or c.step == total
-        if c.step % log_every == 0 or c.step == total:
-            logged = {
-                "train_loss": trial.ddp.mean(loss.item()) if trial.ddp else loss.item(),
-                "lr": lr,
-                "step_time_s": time.perf_counter() - tick,
-            }
-            if not evaluate:  # _evaluate logs it at its steps, once
-                logged["cumulative_train_flops"] = c.train_flops
-            tracker.log_metrics(logged, c.step)
-        if evaluate:
-            _evaluate(trial, tracker, c.step, progress)
-            model.train()
+        _end_of_step(trial, tracker, progress, loss, lr, time.perf_counter() - tick)
         if c.step in snapshot_steps:
             _snapshot(trial, tracker, f"step_{c.step:07d}")
         if c.step % cfg.train.checkpoint_every == 0 or c.step == total:
@@ -325,7 +182,32 @@ def _train(trial: _Trial, tracker: Tracker, progress: ProgressFn | None, started
             _checkpoint(trial, tracker)
 
 
-def _after_update(trial: _Trial, tracker: Tracker, stats: UpdateStats, step: int) -> None:
+def _end_of_step(
+    trial: Trial,
+    tracker: Tracker,
+    progress: ProgressFn | None,
+    loss: torch.Tensor,
+    lr: float,
+    step_time_s: float,
+) -> None:
+    """Log the step's curves every few steps and evaluate at the eval steps."""
+    cfg, c, total = trial.cfg, trial.counters, trial.total_steps
+    evaluate = c.step % cfg.train.eval_every == 0 or c.step == total
+    if c.step % max(1, min(50, cfg.train.eval_every)) == 0 or c.step == total:
+        logged = {
+            "train_loss": trial.ddp.mean(loss.item()) if trial.ddp else loss.item(),
+            "lr": lr,
+            "step_time_s": step_time_s,
+        }
+        if not evaluate:  # _evaluate logs it at its steps, once
+            logged["cumulative_train_flops"] = c.train_flops
+        tracker.log_metrics(logged, c.step)
+    if evaluate:
+        _evaluate(trial, tracker, c.step, progress)
+        trial.model.train()
+
+
+def _after_update(trial: Trial, tracker: Tracker, stats: UpdateStats, step: int) -> None:
     if trial.ddp is not None and trial.updater is not None:
         trial.ddp.check_masks(trial.updater.masks, step)
     _log_update(tracker, stats, step)
@@ -347,7 +229,7 @@ def _log_update(tracker: Tracker, stats: UpdateStats, step: int) -> None:
 
 @torch.no_grad()
 def _evaluate(
-    trial: _Trial, tracker: Tracker, step: int, progress: ProgressFn | None
+    trial: Trial, tracker: Tracker, step: int, progress: ProgressFn | None
 ) -> dict[str, float]:
     model = trial.model
     model.eval()
@@ -385,14 +267,14 @@ def _evaluate(
     return metrics
 
 
-def _snapshot(trial: _Trial, tracker: Tracker, tag: str) -> None:
+def _snapshot(trial: Trial, tracker: Tracker, tag: str) -> None:
     if trial.updater is None:
         return
     path = save_masks(trial.workdir / "masks" / f"{tag}.npz", trial.updater.masks)
     tracker.log_artifact(path, "masks")
 
 
-def _checkpoint(trial: _Trial, tracker: Tracker) -> None:
+def _checkpoint(trial: Trial, tracker: Tracker) -> None:
     if trial.ddp is not None and not trial.ddp.is_main:
         return
     path = trial.workdir / checkpoint.CHECKPOINT_NAME
@@ -401,7 +283,7 @@ def _checkpoint(trial: _Trial, tracker: Tracker) -> None:
 
 
 def _finish(
-    trial: _Trial, tracker: Tracker, started: float, resumed_from: int | None
+    trial: Trial, tracker: Tracker, started: float, resumed_from: int | None
 ) -> TrialResult:
     c = trial.counters
     if not c.flop_curve or c.flop_curve[-1][0] != c.step:

@@ -252,9 +252,17 @@ def test_sweep_survives_a_killed_worker_and_a_database_restart(
     assert sorted(r["attempts"] for r in rows) == [1, 1, 2]
     assert {r["seed"] for r in rows} == set(SEEDS)
 
-    # `rigl dashboard` from the laptop, through the authenticated server (credentials from
-    # ~/.mlflow/credentials): the seeds make one group, every trial finished once.
-    report = tmp_path / "report"
+    _check_report(laptop, client, sweep_id, attempts, everything, tmp_path / "report")
+
+    info = jobs.get_job_info(job_id)
+    record = [json.dumps([r.data.params, r.data.tags, sorted(r.data.metrics)]) for r in everything]
+    texts = [*record, logs, json.dumps([info.entrypoint, info.runtime_env, info.metadata])]
+    _assert_no_secret(stack, texts + command_lines)
+
+
+def _check_report(laptop, client, sweep_id, attempts, everything, report: Path) -> None:
+    """`rigl dashboard` from the laptop, through the authenticated server (credentials from
+    ~/.mlflow/credentials): the seeds make one group, every trial finished once."""
     _checked(laptop.rigl("dashboard", sweep_id, "--out", str(report)))
     [group] = json.loads((report / "summary.json").read_text())
     assert (group["n"], group["failed"]) == (len(SEEDS), 0)
@@ -263,11 +271,6 @@ def test_sweep_survives_a_killed_worker_and_a_database_restart(
     [parent] = [r for r in everything if r.data.tags.get("rigl.kind") == "sweep"]
     logged = {f.path for f in client.list_artifacts(parent.info.run_id, "dashboard")}
     assert {"dashboard/index.html", "dashboard/summary.csv"} <= logged
-
-    info = jobs.get_job_info(job_id)
-    record = [json.dumps([r.data.params, r.data.tags, sorted(r.data.metrics)]) for r in everything]
-    texts = [*record, logs, json.dumps([info.entrypoint, info.runtime_env, info.metadata])]
-    _assert_no_secret(stack, texts + command_lines)
 
 
 def _checked(result: subprocess.CompletedProcess) -> str:

@@ -12,9 +12,10 @@ import torch
 from orchestrator.cli import main
 from orchestrator.compose import compose_trial
 from trainers.build import flop_report
-from trainers.loop import DivergenceError, _dense_grads, learning_rate, run_trial
+from trainers.loop import DivergenceError, _dense_grads, run_trial
 from trainers.masks_io import load_masks
 from trainers.tracking import MemoryTracker
+from trainers.trial import learning_rate
 
 SHORT = [
     "train.steps=300",

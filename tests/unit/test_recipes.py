@@ -12,9 +12,9 @@ from torch import nn
 
 from orchestrator.compose import compose_trial
 from trainers.config import ConfigError, OptimConfig, validate
-from trainers.loop import learning_rate
 from trainers.models import build_model
 from trainers.optim import SGD, Adam, build_optimizer
+from trainers.trial import learning_rate
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
