@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import signal
 import socket
@@ -164,6 +165,14 @@ _attempt_task = ray.remote(_attempt)
 _preflight_task = ray.remote(preflight)
 
 
+def _worker_slots(node: dict[str, float], cpus: float, gpus: float) -> int:
+    """How many workers of ``cpus`` CPUs and ``gpus`` GPUs fit on a node at once."""
+    fits = [math.floor(node.get("CPU", 0) / cpus + 1e-9)] if cpus else []
+    if gpus:
+        fits.append(math.floor(node.get("GPU", 0) / gpus + 1e-9))
+    return min(fits) if fits else 10**6  # asks for nothing: never the limit
+
+
 class RayExecutor:
     """``driver.Executor`` on Ray: a task per attempt with the trial's CPU/GPU request.
 
@@ -194,6 +203,13 @@ class RayExecutor:
                     f"resources.cpus={res.cpus}, resources.gpus={res.gpus} (trial {trial.key}) "
                     f"fit no node of the cluster: the largest has {largest[0]:g} CPUs and "
                     f"{largest[1]:g} GPUs"
+                )
+            slots = sum(_worker_slots(n, res.cpus, res.gpus) for n in nodes)
+            if res.workers > slots:
+                raise UsageError(
+                    f"resources.workers={res.workers} (trial {trial.key}): the cluster has room "
+                    f"for {slots} worker{'s' * (slots != 1)} of resources.cpus={res.cpus}, "
+                    f"resources.gpus={res.gpus} at once"
                 )
 
     def preflight(self, trials: Sequence[Trial]) -> None:
