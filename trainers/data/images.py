@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +15,12 @@ import torch
 
 from trainers.config import DataConfig
 from trainers.data.base import (
-    Batch,
     DataBundle,
     DataError,
     require_files,
     require_root,
-    seeded_generator,
 )
-from trainers.data.streams import Augment, EpochOrder, ImageStream, image_eval_batches
+from trainers.data.streams import Augment, ImageStream, image_eval_batches, normalize
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -75,6 +72,10 @@ def in_memory_bundle(
     """A bundle over uint8 images (N, C, H, W) and int64 labels (N,) held in memory."""
     mean_t = torch.tensor(mean, dtype=torch.float32)
     std_t = torch.tensor(std, dtype=torch.float32)
+
+    def normalized(x: torch.Tensor) -> torch.Tensor:
+        return normalize(x, mean_t, std_t)
+
     (x_train, y_train), (x_eval, y_eval) = train, eval_
     return DataBundle(
         name=name,
@@ -84,11 +85,9 @@ def in_memory_bundle(
         train_size=len(y_train),
         eval_size=len(y_eval),
         _make_stream=lambda batch_size, seed: ImageStream(
-            x_train, y_train, mean_t, std_t, batch_size, seed, augment
+            x_train, y_train, normalized, batch_size, seed, augment
         ),
-        _eval_batches=lambda batch_size: image_eval_batches(
-            x_eval, y_eval, mean_t, std_t, batch_size
-        ),
+        _eval_batches=lambda batch_size: image_eval_batches(x_eval, y_eval, normalized, batch_size),
     )
 
 
@@ -172,49 +171,6 @@ def mirror_pad_crop_flip(
     ]
 
 
-class StandardizedImageStream:
-    """Training batches from uint8 images (N, C, H, W) and int64 labels (N,) held in memory,
-    each image standardised on its own (``per_image_standardization``) and then, if
-    ``augment``, augmented; the reference's order for CIFAR-10. The state is the epoch order
-    and the augmentation generator's state, so resume is bit-exact."""
-
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        batch_size: int,
-        seed: int,
-        augment: Augment | None = None,
-    ) -> None:
-        self._images, self._labels = images, labels
-        self._batch_size = batch_size
-        self._augment = augment
-        self._order = EpochOrder(len(labels), seed)
-        self._augment_rng = seeded_generator(seed, "augment")
-
-    def next_batch(self) -> Batch:
-        idx = self._order.take(self._batch_size)
-        x = per_image_standardization(self._images[idx])
-        if self._augment is not None:
-            x = self._augment(x, self._augment_rng)
-        return x, self._labels[idx]
-
-    def state_dict(self) -> dict:
-        return {**self._order.state_dict(), "augment_rng": self._augment_rng.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._order.load_state_dict(state)
-        self._augment_rng.set_state(state["augment_rng"])
-
-
-def _standardized_eval_batches(
-    images: torch.Tensor, labels: torch.Tensor, batch_size: int
-) -> Iterator[Batch]:
-    for start in range(0, len(labels), batch_size):
-        x = per_image_standardization(images[start : start + batch_size])
-        yield x, labels[start : start + batch_size]
-
-
 def standardized_bundle(
     name: str, train: Split, eval_: Split, num_classes: int, augment: Augment | None
 ) -> DataBundle:
@@ -227,10 +183,18 @@ def standardized_bundle(
         input_shape=tuple(x_train.shape[1:]),
         train_size=len(y_train),
         eval_size=len(y_eval),
-        _make_stream=lambda batch_size, seed: StandardizedImageStream(
-            x_train, y_train, batch_size, seed, augment
+        _make_stream=lambda batch_size, seed: ImageStream(
+            x_train,
+            y_train,
+            per_image_standardization,
+            batch_size,
+            seed,
+            augment,
+            augment_first=False,  # the reference pads and crops standardised pixels
         ),
-        _eval_batches=lambda batch_size: _standardized_eval_batches(x_eval, y_eval, batch_size),
+        _eval_batches=lambda batch_size: image_eval_batches(
+            x_eval, y_eval, per_image_standardization, batch_size
+        ),
     )
 
 

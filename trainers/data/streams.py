@@ -107,37 +107,48 @@ def pad_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = 4
     ]
 
 
+Normalize = Callable[[torch.Tensor], torch.Tensor]
+"""uint8 images (B, C, H, W) -> the float batch the model sees."""
+
+
 class ImageStream:
     """Training batches from images held in memory: uint8 (N, C, H, W) and int64 labels (N,).
 
-    Each batch takes the next `batch_size` indices of the epoch order, augments the uint8
-    pixels with the stream's own generator (if `augment`), then normalises. The state is the
-    order position and the augmentation generator's state, so resume is bit-exact.
+    Each batch takes the next `batch_size` indices of the epoch order and normalises them
+    with `normalize`; `augment` (if given) runs with the stream's own generator on the uint8
+    pixels before that, or on the normalised ones with `augment_first=False` (the
+    reference's order for CIFAR-10). The state is the order position and the augmentation
+    generator's state, so resume is bit-exact.
     """
 
     def __init__(
         self,
         images: torch.Tensor,
         labels: torch.Tensor,
-        mean: torch.Tensor,
-        std: torch.Tensor,
+        normalize: Normalize,
         batch_size: int,
         seed: int,
         augment: Augment | None = None,
+        *,
+        augment_first: bool = True,
     ) -> None:
         self._images, self._labels = images, labels
-        self._mean, self._std = mean, std
+        self._normalize = normalize
         self._batch_size = batch_size
         self._augment = augment
+        self._augment_first = augment_first
         self._order = EpochOrder(len(labels), seed)
         self._augment_rng = seeded_generator(seed, "augment")
 
     def next_batch(self) -> Batch:
         idx = self._order.take(self._batch_size)
         x = self._images[idx]
-        if self._augment is not None:
+        if self._augment is not None and self._augment_first:
             x = self._augment(x, self._augment_rng)
-        return normalize(x, self._mean, self._std), self._labels[idx]
+        x = self._normalize(x)
+        if self._augment is not None and not self._augment_first:
+            x = self._augment(x, self._augment_rng)
+        return x, self._labels[idx]
 
     def state_dict(self) -> dict:
         return {**self._order.state_dict(), "augment_rng": self._augment_rng.get_state()}
@@ -148,16 +159,11 @@ class ImageStream:
 
 
 def image_eval_batches(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    batch_size: int,
+    images: torch.Tensor, labels: torch.Tensor, normalize: Normalize, batch_size: int
 ) -> Iterator[Batch]:
     """Consecutive batches over in-memory uint8 images, normalised, in stored order."""
     for start in range(0, len(labels), batch_size):
-        x = images[start : start + batch_size]
-        yield normalize(x, mean, std), labels[start : start + batch_size]
+        yield normalize(images[start : start + batch_size]), labels[start : start + batch_size]
 
 
 def _windows(corpus: np.ndarray, starts: np.ndarray, seq_len: int) -> Batch:
