@@ -107,35 +107,29 @@ class SGD(_KeepsMasked, torch.optim.SGD):
             p.addcmul_(update, mask, value=-lr)
 
 
-class Adam(_KeepsMasked, torch.optim.Adam):
+class _MasksGradients(_KeepsMasked):
+    """For torch's own update rules: gradients of inactive weights are zeroed before each
+    step (the rule itself is torch's)."""
+
+    def __init__(self, params, **kwargs) -> None:
+        super().__init__(params, **kwargs)  # type: ignore[call-arg]
+        self.masks = {}
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = _evaluate(closure)
+        self.mask_gradients()
+        super().step()  # type: ignore[misc]
+        return loss
+
+
+class Adam(_MasksGradients, torch.optim.Adam):
     """torch.optim.Adam (weight decay as an L2 term added to the gradient); gradients of
     inactive weights are zeroed before each step."""
 
-    def __init__(self, params, **kwargs) -> None:
-        super().__init__(params, **kwargs)
-        self.masks = {}
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = _evaluate(closure)
-        self.mask_gradients()
-        super().step()
-        return loss
-
-
-class AdamW(_KeepsMasked, torch.optim.AdamW):
+class AdamW(_MasksGradients, torch.optim.AdamW):
     """torch.optim.AdamW; gradients of inactive weights are zeroed before each step."""
-
-    def __init__(self, params, **kwargs) -> None:
-        super().__init__(params, **kwargs)
-        self.masks = {}
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = _evaluate(closure)
-        self.mask_gradients()
-        super().step()
-        return loss
 
 
 def _evaluate(closure):
