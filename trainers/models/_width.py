@@ -1,6 +1,8 @@
-"""Width scaling shared by the hand-written models."""
+"""Width scaling and initialisation shared by the hand-written models."""
 
 from __future__ import annotations
+
+from torch import nn
 
 
 def scaled(channels: int, width: float) -> int:
@@ -24,3 +26,14 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     if rounded < 0.9 * value:
         rounded += divisor
     return rounded
+
+
+def init_norm_or_classifier(module: nn.Module) -> None:
+    """The image models' shared initialisation: BatchNorm scale 1 and shift 0, a Linear
+    classifier N(0, 0.01) with zero bias; other modules are left as they are."""
+    if isinstance(module, nn.BatchNorm2d):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, 0.0, 0.01)
+        nn.init.zeros_(module.bias)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchvision.ops.misc import Conv2dNormActivation
 
-from trainers.models._width import make_divisible
+from trainers.models._width import init_norm_or_classifier, make_divisible
 
 # (output channels, stride) of the 13 depthwise-separable blocks, Table 1 of the paper.
 V1_BLOCKS: tuple[tuple[int, int], ...] = (
@@ -86,12 +86,8 @@ class MobileNetV1(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.zeros_(module.bias)
+            else:
+                init_norm_or_classifier(module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.relu(self.bn1(self.conv1(x))))
@@ -183,12 +179,8 @@ class MobileNetV2(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.zeros_(module.bias)
+            else:
+                init_norm_or_classifier(module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)

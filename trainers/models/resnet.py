@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from trainers.models._width import scaled
+from trainers.models._width import init_norm_or_classifier, scaled
 
 # Blocks per stage and the stage widths at width 1 (ResNet-50).
 BLOCKS = (3, 4, 6, 3)
@@ -108,12 +108,8 @@ def _reference_init(model: ResNet50) -> None:
         if isinstance(module, nn.Conv2d):
             fan_in = math.prod(module.weight.shape[1:])
             _truncated_normal_(module.weight, math.sqrt(1.0 / fan_in) / TRUNCATED_NORMAL_STD)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0.0, 0.01)
-            nn.init.zeros_(module.bias)
+        else:
+            init_norm_or_classifier(module)
     for module in model.modules():
         if isinstance(module, Bottleneck):
             nn.init.zeros_(module.bn3.weight)
