@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.records import AttemptInfo, SweepInfo
-from orchestrator.sweep import Trial
-from trainers.tracking import Tracker
+
+if TYPE_CHECKING:  # Hydra and the trainer: commands that only read never load them
+    from orchestrator.sweep import Trial
+    from trainers.tracking import Tracker
 
 TrainFn = Callable[..., Any]
 """``(config, tracker, workdir, progress=...) -> result`` with ``result.final_accuracy``

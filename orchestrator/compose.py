@@ -84,7 +84,7 @@ def _compose(overrides: Sequence[str]) -> DictConfig:
 
 def _finish(trial: object, custom: dict[str, float], replace: bool) -> TrialConfig:
     """The composed object with its per-layer sparsities, validated and prepared."""
-    from trainers.build import prepare  # torch: only commands that compose need it
+    from trainers.prepare import prepare
 
     assert isinstance(trial, TrialConfig)
     if replace or custom:

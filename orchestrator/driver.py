@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator import records
 from orchestrator import reuse as reuses
@@ -44,7 +44,9 @@ from orchestrator.records import (
     SweepInfo,
     new_sweep_id,
 )
-from orchestrator.sweep import Trial
+
+if TYPE_CHECKING:  # Hydra: `rigl status` reads the ledger without composing anything
+    from orchestrator.sweep import Trial
 
 WORKER_LOST = "the attempt's worker or node died before it ended"
 STALE = "stale: the sweep's driver stopped before this attempt ended"

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator import records as r
 from orchestrator.records import AttemptInfo
-from orchestrator.sweep import Trial
+
+if TYPE_CHECKING:
+    from orchestrator.sweep import Trial
 
 MODES = ("same-version", "any-version", "none")
 REUSED_FROM = "rigl.reused_from"

@@ -166,7 +166,7 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     """Raise ConfigError for the first value outside what is allowed; return cfg unchanged.
 
     Names that index a registry (model, method, data set) and layer names are checked by
-    ``trainers.build.prepare``.
+    ``trainers.prepare.prepare``.
     """
     _check_swept(cfg)
     _check_method(cfg.method)

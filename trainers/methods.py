@@ -22,16 +22,17 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
+from typing import TYPE_CHECKING, ClassVar
 
 from trainers.config import ConfigError, TrialConfig
-from trainers.sparsity import pruning, updaters
-from trainers.sparsity.masks import random_masks
 from trainers.sparsity.schedules import DropFraction, UpdateSchedule, end_step, pruning_sparsity
 
-Weights = Mapping[str, torch.Tensor]
+if TYPE_CHECKING:  # the updaters need torch; keying and FLOP counts do not
+    import torch
+
+    from trainers.sparsity import updaters
+
+    Weights = Mapping[str, torch.Tensor]
 
 
 class Iteration(enum.Enum):
@@ -124,6 +125,8 @@ def _steps(cfg: TrialConfig) -> int:
 def _random_masks(
     cfg: TrialConfig, weights: Weights, sparsities: Mapping[str, float]
 ) -> dict[str, torch.Tensor]:
+    from trainers.sparsity.masks import random_masks
+
     shapes = {name: tuple(w.shape) for name, w in weights.items()}
     device = next(iter(weights.values())).device if weights else "cpu"
     return random_masks(shapes, sparsities, cfg.seed, device)
@@ -164,6 +167,8 @@ class Static(Method):
     name = "static"
 
     def updater(self, cfg, weights, sparsities):
+        from trainers.sparsity import pruning  # torch
+
         return pruning.Static(weights, _random_masks(cfg, weights, sparsities), seed=cfg.seed)
 
     def schedule(self, cfg):
@@ -196,6 +201,8 @@ class Set(_DropAndGrow):
     name = "set"
 
     def updater(self, cfg, weights, sparsities):
+        from trainers.sparsity import updaters  # torch
+
         fraction, schedule = self.timing(cfg)
         masks = _random_masks(cfg, weights, sparsities)
         return updaters.Set(
@@ -213,6 +220,8 @@ class Snfs(_DropAndGrow):
         return True
 
     def updater(self, cfg, weights, sparsities):
+        from trainers.sparsity import updaters  # torch
+
         fraction, schedule = self.timing(cfg)
         masks = _random_masks(cfg, weights, sparsities)
         return updaters.Snfs(
@@ -239,6 +248,8 @@ class Rigl(_DropAndGrow):
         return kind is not Iteration.STEP
 
     def updater(self, cfg, weights, sparsities):
+        from trainers.sparsity import updaters  # torch
+
         fraction, schedule = self.timing(cfg)
         masks = _random_masks(cfg, weights, sparsities)
         return updaters.Rigl(
@@ -258,6 +269,8 @@ class Snip(Method):
     name = "snip"
 
     def updater(self, cfg, weights, sparsities):
+        from trainers.sparsity import pruning  # torch
+
         return pruning.Snip(weights, sparsities, seed=cfg.seed)
 
     def schedule(self, cfg):
@@ -277,6 +290,8 @@ class Prune(Method):
         return round(m.prune_start * total), round(m.prune_end * total), m.prune_every
 
     def updater(self, cfg, weights, sparsities):
+        from trainers.sparsity import pruning  # torch
+
         start, end, every = self.window(cfg)
         return pruning.Prune(weights, sparsities, seed=cfg.seed, start=start, end=end, every=every)
 

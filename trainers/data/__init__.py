@@ -15,22 +15,27 @@ endless seeded training stream that resumes exactly, and a fixed pass over the e
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from trainers.config import ConfigError, DataConfig
-from trainers.data.base import BatchStream, DataBundle, DataError
-from trainers.data.imagenet import build_imagenet
-from trainers.data.images import build_cifar10, build_mnist, build_mnist5k
-from trainers.data.text import build_pydoc_text, build_wikitext103
+from trainers.lazy import exports, lazy
+
+if TYPE_CHECKING:
+    from trainers.data.base import BatchStream, DataBundle, DataError
 
 __all__ = ["DATASETS", "BatchStream", "DataBundle", "DataError", "build_data"]
 
+# The registry names its readers; torch and a reader's module load when it is first used.
+__getattr__ = exports(__name__, dict.fromkeys(("BatchStream", "DataBundle", "DataError"), "base"))
+
+_IMAGES = "trainers.data.images"
 DATASETS: dict[str, Callable[[DataConfig], DataBundle]] = {
-    "mnist5k": build_mnist5k,
-    "mnist": build_mnist,
-    "cifar10": build_cifar10,
-    "imagenet": build_imagenet,
-    "wikitext103": build_wikitext103,
-    "pydoc_text": build_pydoc_text,
+    "mnist5k": lazy(_IMAGES, "build_mnist5k"),
+    "mnist": lazy(_IMAGES, "build_mnist"),
+    "cifar10": lazy(_IMAGES, "build_cifar10"),
+    "imagenet": lazy("trainers.data.imagenet", "build_imagenet"),
+    "wikitext103": lazy("trainers.data.text", "build_wikitext103"),
+    "pydoc_text": lazy("trainers.data.text", "build_pydoc_text"),
 }
 
 

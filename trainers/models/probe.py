@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from trainers.config import ConfigError
+from trainers.models import DENSE_TOKENS
 from trainers.sparsity.flops import LayerGeometry
 
 
@@ -89,3 +91,59 @@ def _output_elements(
         for module, flag in training.items():
             module.training = flag
     return out_elements
+
+
+def _depthwise(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1
+
+
+def first_conv_name(model: nn.Module) -> str | None:
+    """Parameter name of the network's first Conv2d weight (in ``named_parameters()``
+    order, as the "first_conv" token), or None for a network without convs."""
+    convs = {id(m.weight) for m in model.modules() if isinstance(m, nn.Conv2d)}
+    return next((name for name, p in model.named_parameters() if id(p) in convs), None)
+
+
+def masked_layer_names(model: nn.Module, dense: Sequence[str] = ()) -> list[str]:
+    """Names of the weights that carry a mask, in ``named_parameters()`` order.
+
+    Candidates are the ``.weight`` of every nn.Conv2d and nn.Linear (depthwise and 1x1
+    convs included); embeddings (also an nn.Linear's weight tied to one), norm layers and
+    biases are never masked. Each ``dense``
+    entry removes a candidate by parameter name, or by token: "first_conv" (the first
+    Conv2d weight) or "depthwise" (every Conv2d with groups == in_channels > 1).
+
+    Raises ConfigError (key ``model.dense_layers``) for an entry that matches no candidate.
+    """
+    if isinstance(dense, str):
+        raise TypeError(f"dense must be a sequence of names, not the string {dense!r}")
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    layers = {
+        id(module.weight): module
+        for module in model.modules()
+        if isinstance(module, nn.Conv2d | nn.Linear) and id(module.weight) not in embeddings
+    }
+    candidates = {
+        name: layers[id(weight)]
+        for name, weight in model.named_parameters()
+        if id(weight) in layers
+    }
+    convs = [name for name, module in candidates.items() if isinstance(module, nn.Conv2d)]
+    by_token = {
+        "first_conv": convs[:1],
+        "depthwise": [n for n in convs if _depthwise(candidates[n])],
+    }
+
+    excluded: set[str] = set()
+    for entry in dense:
+        matched = by_token.get(entry, [entry] if entry in candidates else [])
+        if not matched:
+            examples = list(candidates)[:3]
+            raise ConfigError(
+                f"model.dense_layers={entry!r} is not allowed: it matches no masked layer "
+                f"of {type(model).__name__}; allowed are the tokens {list(DENSE_TOKENS)} "
+                f"(when the model has such layers) or a Conv2d/Linear weight name, "
+                f"e.g. {examples}"
+            )
+        excluded.update(matched)
+    return [name for name in candidates if name not in excluded]
