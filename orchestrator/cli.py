@@ -38,6 +38,13 @@ class Backends:
     ledger: Callable[..., AbstractContextManager[Any]]
     """``ledger(read_only=False)``: a context manager yielding a driver.Ledger."""
     executor: Callable[[argparse.Namespace], AbstractContextManager[Any]]
+    reader: Callable[[], AbstractContextManager[Any]] | None = None
+    """``reader()``: a ledger for commands that read (find_sweep, sweeps, sweep_trials,
+    attempts, read_json, metric_histories) and at most log a report (log_artifacts):
+    status, dry runs, dashboards. By default ``ledger(read_only=True)``."""
+
+    def read(self) -> AbstractContextManager[Any]:
+        return self.reader() if self.reader else self.ledger(read_only=True)
 
 
 READ_ONLY_GIVE_UP_S = 6.0
@@ -58,6 +65,22 @@ def _mlflow_ledger(read_only: bool = False) -> Iterator[Any]:
         yield MlflowLedger(uri, unreachable_after=limit)
 
 
+@contextlib.contextmanager
+def _rest_reader() -> Iterator[Any]:
+    """The REST reader (no MLflow to load) wherever it can read the server as MLflow would."""
+    from orchestrator.tracking.rest import RestReader, readable
+    from orchestrator.tracking.server import tracking_server
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with tracking_server() as uri:
+        if readable(uri):
+            yield RestReader(uri, unreachable_after=READ_ONLY_GIVE_UP_S)
+        else:
+            from orchestrator.tracking.ledger import MlflowLedger
+
+            yield MlflowLedger(uri, unreachable_after=READ_ONLY_GIVE_UP_S)
+
+
 def _ray_executor(args: argparse.Namespace) -> AbstractContextManager[Any]:
     from orchestrator.executor import ray_executor
 
@@ -66,7 +89,7 @@ def _ray_executor(args: argparse.Namespace) -> AbstractContextManager[Any]:
     )
 
 
-DEFAULT_BACKENDS = Backends(ledger=_mlflow_ledger, executor=_ray_executor)
+DEFAULT_BACKENDS = Backends(ledger=_mlflow_ledger, executor=_ray_executor, reader=_rest_reader)
 
 
 def main(argv: Sequence[str] | None = None, backends: Backends | None = None) -> int:
@@ -255,7 +278,7 @@ def _run(
 def cmd_status(args: argparse.Namespace) -> int:
     from orchestrator import display, driver
 
-    with args.backends.ledger(read_only=True) as ledger:
+    with args.backends.read() as ledger:
         if args.sweep is None:
             summaries = [driver.summarize(ledger, info) for info in ledger.sweeps()]
             if args.json:

@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dashboards.load import UnknownSweepError, find_sweeps, study_sweeps
 from orchestrator import links
 from orchestrator.errors import UsageError
 from orchestrator.home import rigl_home
@@ -69,7 +68,7 @@ def register(commands: Any) -> None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    with args.backends.ledger(read_only=True) as ledger:
+    with args.backends.read() as ledger:  # reads, and logs the report (log_artifacts)
         return run(ledger, args.sweeps, args.study, args.out, args.show)
 
 
@@ -80,6 +79,8 @@ def target(ledger: Any, sweep_ids: Sequence[str], study: str | None) -> Target:
     """
     if not sweep_ids and not study:
         raise UsageError("name a sweep (rigl dashboard SWEEP) or a study (--study NAME)")
+    from dashboards.load import UnknownSweepError, find_sweeps, study_sweeps  # pandas
+
     try:
         chosen = list(find_sweeps(ledger, sweep_ids))
         if study:

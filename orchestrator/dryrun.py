@@ -66,7 +66,7 @@ def _would_reuse(
     local = not os.environ.get("MLFLOW_TRACKING_URI")
     if default and local and not (rigl_home() / "mlflow" / "mlflow.db").exists():
         return {}
-    with args.backends.ledger(read_only=True) as ledger:
+    with args.backends.read() as ledger:
         return reuse.finished_in_study(ledger, study, trials, records.code_version(), args.reuse)
 
 

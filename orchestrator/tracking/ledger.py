@@ -9,7 +9,6 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,14 +22,12 @@ from omegaconf import OmegaConf
 
 from orchestrator import records as r
 from orchestrator.records import AttemptInfo, SweepInfo, public
+from orchestrator.tracking import runs
 from orchestrator.tracking.retry import UNREACHABLE_AFTER_S, Retry, client_defaults
 from orchestrator.tracking.tracker import MlflowTracker
 
 if TYPE_CHECKING:  # orchestrator.sweep loads Hydra and torch: only writers need it
     from orchestrator.sweep import Trial
-
-_BULK_HISTORY = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
-_BULK_RUNS, _BULK_POINTS = 100, 25_000  # the server's limits per request
 
 
 class MlflowLedger:
@@ -102,10 +99,9 @@ class MlflowLedger:
 
     def sweeps(self) -> list[SweepInfo]:
         """Every recorded sweep, newest first."""
-        runs = self._search(self._experiment_ids(), f"tags.`{r.KIND}` = 'sweep'")
-        runs.sort(key=lambda run: run.info.start_time or 0, reverse=True)
+        parents = runs.newest_first(self._search(self._experiment_ids(), runs.SWEEPS))
         names: dict[str, str] = {}
-        return [self._sweep_info(run, names) for run in runs]
+        return [self._sweep_info(run, names) for run in parents]
 
     def sweep_trials(self, sweep_id: str) -> list[dict[str, Any]]:
         """The sweep's ``trials.json`` records (``orchestrator.sweep.recompose`` reads them)."""
@@ -194,35 +190,20 @@ class MlflowLedger:
     def attempts(self, sweep_id: str) -> list[AttemptInfo]:
         """Every attempt of the sweep, oldest first."""
         _, experiment_id = self._require(sweep_id)
-        runs = self._search(
-            [experiment_id],
-            f"tags.`{r.SWEEP_ID}` = '{sweep_id}' and tags.`{r.KIND}` = 'attempt'",
-        )
-        infos = [_attempt_info(run) for run in runs]
-        return sorted(infos, key=lambda a: a.start_time or datetime.min.replace(tzinfo=UTC))
+        found = self._search([experiment_id], runs.attempts_filter(sweep_id))
+        return runs.oldest_first([runs.attempt_info(run) for run in found])
 
     # reading results back (reports) ----------------------------------------------------
 
     def metric_histories(
         self, run_ids: Sequence[str], key: str
     ) -> dict[str, list[tuple[int, float]]]:
-        """Every point of metric ``key`` of each run, steps ascending, in as few requests
-        as the server allows (100 runs and 25,000 points a request)."""
-        found: dict[str, list[tuple[int, float]]] = {run_id: [] for run_id in run_ids}
-        chunks = [list(run_ids[i : i + _BULK_RUNS]) for i in range(0, len(run_ids), _BULK_RUNS)]
-        while chunks:
-            chunk = chunks.pop()
-            points = self._retry("get_metric_history_bulk", self._bulk_history, chunk, key)
-            if points is None:  # truncated: ask for halves
-                half = len(chunk) // 2
-                if half == 0:
-                    points = self._single_history(chunk[0], key)
-                else:
-                    chunks += [chunk[:half], chunk[half:]]
-                    continue
-            for run_id, step, value in points:
-                found[run_id].append((step, value))
-        return {run_id: sorted(points) for run_id, points in found.items()}
+        """Every point of metric ``key`` of each run, steps ascending (``runs.histories``)."""
+
+        def bulk(chunk: list[str]) -> runs.Points | None:
+            return self._retry("get_metric_history_bulk", self._bulk_history, chunk, key)
+
+        return runs.histories(run_ids, bulk, lambda run_id: self._single_history(run_id, key))
 
     def read_json(self, run_id: str, path: str) -> Any | None:
         """The artifact ``path`` of a run parsed as JSON; None if the run has none."""
@@ -244,18 +225,15 @@ class MlflowLedger:
 
     # helpers --------------------------------------------------------------------------
 
-    def _bulk_history(self, run_ids: list[str], key: str) -> list[tuple[str, int, float]] | None:
+    def _bulk_history(self, run_ids: list[str], key: str) -> runs.Points | None:
         """One bulk request; None when the server truncated the answer."""
         if not self.tracking_uri.startswith(("http://", "https://")):
             return [p for run_id in run_ids for p in self._single_history(run_id, key)]
         params = [("run_id", run_id) for run_id in run_ids]
-        params += [("metric_key", key), ("max_results", str(_BULK_POINTS))]
+        params += [("metric_key", key), ("max_results", str(runs.BULK_POINTS))]
         creds = get_default_host_creds(self.tracking_uri)
-        response = http_request_safe(creds, _BULK_HISTORY, "GET", params=params)
-        metrics = response.json().get("metrics", [])
-        if len(metrics) >= _BULK_POINTS:
-            return None
-        return [(m["run_id"], int(m["step"]), float(m["value"])) for m in metrics]
+        response = http_request_safe(creds, runs.BULK_HISTORY, "GET", params=params)
+        return runs.bulk_points(response.json().get("metrics", []))
 
     def _single_history(self, run_id: str, key: str) -> list[tuple[str, int, float]]:
         history = self.client.get_metric_history(run_id, key)
@@ -312,13 +290,10 @@ class MlflowLedger:
     def _parent(self, sweep_id: str) -> Any | None:
         if not r.is_sweep_id(sweep_id):
             return None  # it could not have been recorded (and must not reach a filter string)
-        runs = self._search(
-            self._experiment_ids(),
-            f"tags.`{r.KIND}` = 'sweep' and tags.`{r.SWEEP_ID}` = '{sweep_id}'",
-        )
-        if runs:
-            self._sweeps[sweep_id] = (runs[0].info.run_id, runs[0].info.experiment_id)
-        return runs[0] if runs else None
+        found = self._search(self._experiment_ids(), runs.sweep_filter(sweep_id))
+        if found:
+            self._sweeps[sweep_id] = (found[0].info.run_id, found[0].info.experiment_id)
+        return found[0] if found else None
 
     def _require(self, sweep_id: str) -> tuple[str, str]:
         """(parent run id, experiment id) of the sweep; KeyError naming it if unknown."""
@@ -328,51 +303,14 @@ class MlflowLedger:
 
     def _sweep_info(self, parent: Any, names: dict[str, str] | None = None) -> SweepInfo:
         names = {} if names is None else names
-        tags = parent.data.tags
-        sweep_id = tags[r.SWEEP_ID]
         experiment_id = parent.info.experiment_id
-        self._sweeps[sweep_id] = (parent.info.run_id, experiment_id)
+        self._sweeps[parent.data.tags[r.SWEEP_ID]] = (parent.info.run_id, experiment_id)
         if experiment_id not in names:
             experiment = self._retry("get_experiment", self.client.get_experiment, experiment_id)
             names[experiment_id] = experiment.name
-        return SweepInfo(
-            sweep_id=sweep_id,
-            name=names[experiment_id],
-            created=_ms_to_datetime(parent.info.start_time),
-            trials=int(tags.get(r.N_TRIALS, 0)),
-            run_id=parent.info.run_id,
-            experiment_id=experiment_id,
-            overrides=tuple(json.loads(tags.get(r.OVERRIDES, "[]"))),
-            heartbeat=float(tags[r.HEARTBEAT]) if r.HEARTBEAT in tags else None,
-            ended=parent.info.status != "RUNNING",
-            driver=tags.get(r.DRIVER),
-        )
+        return runs.sweep_info(parent, names[experiment_id])
 
 
 def _check_status(status: str) -> None:
     if status not in r.END_STATUSES:
         raise ValueError(f"status={status!r} is not allowed: one of {list(r.END_STATUSES)}")
-
-
-def _ms_to_datetime(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def _attempt_info(run: Any) -> AttemptInfo:
-    tags = run.data.tags
-    accuracy = run.data.metrics.get("final_accuracy")
-    return AttemptInfo(
-        trial_key=tags[r.TRIAL_KEY],
-        attempt=int(tags[r.ATTEMPT]),
-        status=run.info.status,
-        run_id=run.info.run_id,
-        final_accuracy=None if accuracy is None else float(accuracy),
-        swept=json.loads(tags.get(r.SWEPT, "{}")),
-        start_time=_ms_to_datetime(run.info.start_time),
-        end_time=_ms_to_datetime(run.info.end_time),
-        error=tags.get(r.ERROR),
-        experiment_id=run.info.experiment_id,
-        params=dict(run.data.params),
-        metrics={k: float(v) for k, v in run.data.metrics.items()},
-        tags=dict(tags),
-    )

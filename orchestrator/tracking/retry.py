@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import random
 import re
+import sys
 import time
+import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-
-import requests
-from mlflow.exceptions import RestException
 
 from orchestrator.errors import TrackingAuthError, TrackingUnavailableError
 
@@ -27,14 +26,34 @@ UNREACHABLE_AFTER_S = 120.0
 """Default seconds a tracking call keeps retrying a transient failure before giving up."""
 
 _TRANSIENT_HTTP = frozenset({408, 429, 500, 502, 503, 504})
-_TRANSIENT_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.RetryError,
-    requests.exceptions.ChunkedEncodingError,
-    ConnectionError,
-    TimeoutError,
-)
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """Network failures: the standard library's, and those of requests when a client that
+    uses it (MLflow's) is loaded; the REST reader (``orchestrator.tracking.rest``) loads
+    neither requests nor MLflow, so neither can have raised."""
+    found: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+    if requests := sys.modules.get("requests"):
+        found += (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.RetryError,
+            requests.exceptions.ChunkedEncodingError,
+        )
+    return found
+
+
+def _status_of(exc: BaseException) -> int | None:
+    """The HTTP status carried by an MLflow, requests or urllib error (None for others)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code
+    mlflow_errors = sys.modules.get("mlflow.exceptions")
+    if mlflow_errors and isinstance(exc, mlflow_errors.RestException):
+        return int(exc.get_http_status_code())
+    requests = sys.modules.get("requests")
+    if requests and isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return int(exc.response.status_code)
+    return None
 
 
 def client_defaults() -> None:
@@ -52,26 +71,25 @@ def client_defaults() -> None:
 
 def transient(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it wraps) is a network failure or a retryable HTTP status."""
+    network = _transient_errors()
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
-        if isinstance(cur, _TRANSIENT_ERRORS):
+        if isinstance(cur, network):
             return True
-        if isinstance(cur, requests.HTTPError) and cur.response is not None:
-            return cur.response.status_code in _TRANSIENT_HTTP
-        if isinstance(cur, RestException):
-            return cur.get_http_status_code() in _TRANSIENT_HTTP
+        if (status := _status_of(cur)) is not None:
+            return status in _TRANSIENT_HTTP
+        if isinstance(cur, urllib.error.URLError) and isinstance(cur.reason, network):
+            return True  # urllib's wrapper of a refused or timed-out connection
         cur = cur.__cause__ or cur.__context__
     return False
 
 
 def http_status(exc: BaseException) -> int | None:
-    """The HTTP status an MLflow or requests error carries, if any."""
-    if isinstance(exc, RestException):
-        return exc.get_http_status_code()
-    if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return exc.response.status_code
+    """The HTTP status an MLflow, requests or urllib error carries, if any."""
+    if (status := _status_of(exc)) is not None:
+        return status
     found = re.search(r"error code (\d{3}) != 200", str(exc))
     return int(found.group(1)) if found else None
 
@@ -85,7 +103,7 @@ def reason(exc: BaseException) -> str:
         chain.append(cur)
         cur = cur.__cause__ or cur.__context__
     text = " ".join(str(e) for e in chain)
-    errno = re.search(r"\[Errno -?\d+\] [^\"')(]+", text)
+    errno = re.search(r"\[Errno -?\d+\] [^\"')(<>]+", text)
     if errno:
         return errno.group(0).strip().rstrip(".")
     status = re.search(r"(?:status code|HTTP) (\d{3})", text)

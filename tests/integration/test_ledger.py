@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.driver import trial_rows
 from orchestrator.records import new_sweep_id
 from orchestrator.sweep import Trial, expand
 from orchestrator.tracking.ledger import MlflowLedger
+from orchestrator.tracking.rest import RestReader
 from orchestrator.tracking.retry import TrackingUnavailableError
 from orchestrator.tracking.server import tracking_server
 from tests import ledger_contract as contract
@@ -112,6 +114,40 @@ def test_a_failed_attempt_keeps_its_traceback(ledger, recorded, tmp_path):
 
 def test_sweeps_are_listed_newest_first(ledger, trials, recorded):
     contract.check_newest_first(ledger, trials, recorded)
+
+
+def test_the_rest_reader_reads_what_the_mlflow_client_reads(ledger, trials, recorded, tmp_path):
+    """`rigl status` and `rigl dashboard` read through the REST reader (no MLflow to
+    import): the same records, curves and artifacts; the dashboard's upload lands."""
+    reader = RestReader(ledger.tracking_uri)
+    runs = [recorded.good, recorded.bad]
+    assert reader.metric_histories(runs, "train_loss") == ledger.metric_histories(
+        runs, "train_loss"
+    )
+    assert reader._history(recorded.good, "eval_accuracy") == [
+        (recorded.good, s, 0.1 * s) for s in range(0, 10, 2)
+    ]
+    report = tmp_path / "report"
+    (report / "figures").mkdir(parents=True)
+    (report / "index.html").write_text("<html>rest</html>")
+    (report / "figures" / "b c.png").write_bytes(b"\x89PNG")
+    reader.log_artifacts(recorded.parent, report, "dashboard/rest")
+    uploaded = _artifacts(ledger.client, recorded.parent, "dashboard/rest")
+    assert uploaded == {"dashboard/rest/index.html", "dashboard/rest/figures/b c.png"}
+    page = ledger.client.download_artifacts(
+        recorded.parent, "dashboard/rest/index.html", str(tmp_path)
+    )
+    assert Path(page).read_text() == "<html>rest</html>"
+    contract.check_sweep(reader, trials, recorded)
+    contract.check_attempts(reader, trials, recorded)
+    assert reader.sweeps() == ledger.sweeps()
+    assert reader.attempts(recorded.sweep_id) == ledger.attempts(recorded.sweep_id)
+    assert trial_rows(reader, recorded.sweep_id) == trial_rows(ledger, recorded.sweep_id)
+    assert reader.read_json(recorded.good, "masks/step_8.json") == {"fc1.weight": [0, 1]}
+    assert reader.read_json(recorded.good, "masks/none.json") is None
+    assert reader.read_json(recorded.good, "none.json") is None
+    with pytest.raises(KeyError, match="no sweep 'no-such-sweep'"):
+        reader.attempts("no-such-sweep")
 
 
 def _artifacts(client, run_id: str, path: str | None = None) -> set[str]:
