@@ -17,11 +17,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m orchestrator.demo
 
+# Three test processes on two cores: the integration tier mostly waits on servers, clusters
+# and subprocesses (tests/conftest.py gives each process one compute thread).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not integration"
+	$(BIN)/python -m pytest -q -n 3 -m "not integration"
 
 format: $(STAMP)
 	$(BIN)/ruff format --check trainers orchestrator dashboards tests benchmarks docker $(DOCKER_PY)

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
-import pytest
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs the suite in several worker processes on a machine of a few cores:
+    # one compute thread per process (and per trial, command and Ray worker it starts)
+    # keeps them from oversubscribing the cores, where a spinning thread pool is slower
+    # than one thread. Set before torch is first imported, which reads it.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-from tests.support import TINY
-from trainers.config import TrialConfig
+from collections.abc import Callable  # noqa: E402 - after the thread settings above
+
+import pytest  # noqa: E402
+
+from tests.support import TINY  # noqa: E402 - loads torch
+from trainers.config import TrialConfig  # noqa: E402
 
 # Every command of the suite starts and stops its own private tracking server, as the
 # tests that count processes expect; tests/integration/test_shared_server.py sets its own.
