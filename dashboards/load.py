@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # the ledger's records; importing them at run time would load
     from orchestrator.records import AttemptInfo, SweepInfo
 
 GROUP_KEY_TAG = "rigl.group_key"
+REUSED_FROM_TAG = "rigl.reused_from"
+"""On a trial a sweep reused from an earlier one: the run that trained it (its curves)."""
 FINISHED = "FINISHED"
 
 PARAM_OF = {
@@ -182,6 +184,9 @@ class Loaded:
     left_out: pd.DataFrame
     extra_columns: tuple[str, ...]
     cache: RunCache
+    origins: dict[str, str] = field(default_factory=dict)
+    """Run id of a reused trial -> the run that trained it, whose curves and artifacts
+    it shows (the reused run records only the summary)."""
 
     @property
     def config_columns(self) -> tuple[str, ...]:
@@ -190,12 +195,14 @@ class Loaded:
     def histories(self, run_ids: Iterable[str], keys: Sequence[str]) -> pd.DataFrame:
         """Curves of finished runs as a long frame: ``run_id``, ``key``, ``step``, ``value``.
 
-        One bulk ``metric_histories`` call per key for the runs not cached yet.
+        One bulk ``metric_histories`` call per key for the runs not cached yet; a reused
+        trial's rows carry its own run id and the curves of the run it reuses.
         """
-        run_ids = list(dict.fromkeys(run_ids))
+        sources = {r: self.origins.get(r, r) for r in dict.fromkeys(run_ids)}
+        wanted = list(dict.fromkeys(sources.values()))
         fetched: set[str] = set()
         for key in keys:
-            missing = [r for r in run_ids if key not in self.cache.entry(r)["histories"]]
+            missing = [r for r in wanted if key not in self.cache.entry(r)["histories"]]
             if missing:
                 got = self.source.metric_histories(missing, key)
                 for run_id in missing:
@@ -203,10 +210,12 @@ class Loaded:
                     self.cache.entry(run_id)["histories"][key] = [[int(s), v] for s, v in points]
                 fetched.update(missing)
         self.cache.save(sorted(fetched))
-        return _long_frame(self.cache, run_ids, keys)
+        return _long_frame(self.cache, sources, keys)
 
     def json_artifact(self, run_id: str, path: str) -> Any | None:
-        """The run's JSON artifact ``path`` (None if it logged none), fetched once."""
+        """The run's JSON artifact ``path`` (None if it logged none), fetched once (for a
+        reused trial, the artifact of the run it reuses)."""
+        run_id = self.origins.get(run_id, run_id)
         stored = self.cache.entry(run_id)["json"]
         if path not in stored:
             stored[path] = self.source.read_json(run_id, path)
@@ -227,11 +236,14 @@ def load(source: Source, sweep_ids: Sequence[str], *, cache_dir: Path | None = N
     extra = _extra_columns(a for pairs in by_key.values() for _, a in pairs)
     finished: list[dict[str, Any]] = []
     left_out: list[dict[str, Any]] = []
+    origins: dict[str, str] = {}
     for pairs in by_key.values():
         done = [(s, a) for s, a in pairs if a.status == FINISHED]
         sweep, chosen = _latest(done or pairs)
         row = _row(source.tracking_uri, sweep, chosen, extra, attempts=len(pairs))
         (finished if done else left_out).append(row)
+        if origin := chosen.tags.get(REUSED_FROM_TAG):
+            origins[chosen.run_id] = origin
     return Loaded(
         source,
         sweeps,
@@ -239,6 +251,7 @@ def load(source: Source, sweep_ids: Sequence[str], *, cache_dir: Path | None = N
         _frame(left_out, extra),
         extra,
         RunCache(cache_dir),
+        origins,
     )
 
 
@@ -335,10 +348,11 @@ def _row_columns(extra: tuple[str, ...]) -> Iterable[str]:
     yield from (*PARAM_OF, *extra, *SCHEDULE_PARAMS, *METRICS, "error")
 
 
-def _long_frame(cache: RunCache, run_ids: list[str], keys: Sequence[str]) -> pd.DataFrame:
+def _long_frame(cache: RunCache, sources: dict[str, str], keys: Sequence[str]) -> pd.DataFrame:
+    """Rows labelled by each run id of ``sources``, points from the run it maps to."""
     parts: dict[str, list[np.ndarray]] = {"run_id": [], "key": [], "step": [], "value": []}
-    for run_id in run_ids:
-        histories = cache.entry(run_id)["histories"]
+    for run_id, source in sources.items():
+        histories = cache.entry(source)["histories"]
         for key in keys:
             points = np.asarray(histories.get(key) or [], dtype="float64").reshape(-1, 2)
             parts["run_id"].append(np.full(len(points), run_id, dtype=object))

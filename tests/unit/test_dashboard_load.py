@@ -118,6 +118,25 @@ def test_histories_are_one_bulk_call_per_curve_and_cached_on_disk(tmp_path):
     assert h2.equals(h)
 
 
+def test_a_reused_trial_shows_the_curves_and_tables_of_the_run_that_trained_it():
+    """A sweep that reused a trial records only its summary (orchestrator.reuse); its
+    curves and per-layer table are those of the original run, under its own run id."""
+    src = MemorySource()
+    synthetic_sweep(src, "s1", methods=("rigl",), sparsities=(0.9,), seeds=(0,))
+    [original] = src.attempts("s1")
+    src.add_sweep("s2")
+    tags = {**original.tags, "rigl.reused_from": original.run_id, "rigl.sweep_id": "s2"}
+    src.add_attempt("s2", replace(original, run_id="r-reused", tags=tags))
+    loaded = load(src, ["s2"])
+    assert list(loaded.trials["run_id"]) == ["r-reused"]
+    h = loaded.histories(["r-reused"], ["eval_accuracy"])
+    assert set(h["run_id"]) == {"r-reused"}
+    points = list(zip(h["step"], h["value"], strict=True))
+    assert points == src.curves[(original.run_id, "eval_accuracy")] and points
+    table = loaded.json_artifact("r-reused", "sparsity_table.json")
+    assert table == src.artifacts[(original.run_id, "sparsity_table.json")] and table
+
+
 def test_json_artifacts_are_read_once_even_when_absent(tmp_path):
     src = MemorySource()
     synthetic_sweep(src, "s", methods=("dense", "rigl"), sparsities=(0.9,), seeds=(0,))
