@@ -18,12 +18,13 @@ demo: $(STAMP)
 	$(BIN)/python -m orchestrator.demo
 
 # Three test processes on two cores: the integration tier mostly waits on servers, clusters
-# and subprocesses (tests/conftest.py gives each process one compute thread).
+# and subprocesses (tests/conftest.py gives each process one compute thread and puts the
+# long tests first); an idle process takes tests queued for a busy one (worksteal).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 3
+	$(BIN)/python -m pytest -q -n 3 --dist worksteal
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -q -n 3 -m "not integration"
+	$(BIN)/python -m pytest -q -n 3 --dist worksteal -m "not integration"
 
 format: $(STAMP)
 	$(BIN)/ruff format --check trainers orchestrator dashboards tests benchmarks docker $(DOCKER_PY)

@@ -24,6 +24,12 @@ from trainers.config import TrialConfig  # noqa: E402
 os.environ.setdefault("RIGL_SERVER_IDLE_S", "0")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The integration tier first: run in parallel (`make test`), the long tests start
+    while the short unit tests are left to fill the gaps at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("integration") is None)
+
+
 @pytest.fixture
 def tiny() -> Callable[..., TrialConfig]:
     """``tiny(*overrides)``: a composed, validated LeNet-300-100 trial of 300 steps at
