@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import http.client
 import os
 import signal
 import socket
@@ -148,13 +149,15 @@ def _free_port() -> int:
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], uri: str, deadline: float) -> bool:
-    """True once ``uri``/health answers 200 while ``proc`` still runs (the port is ours)."""
+    """True once ``uri``/health answers 200 while ``proc`` still runs (the port is ours).
+    Something else that took the port meanwhile (a gRPC server answers HTTP with bytes
+    that are not a status line) is not our server: keep waiting, until ours exits."""
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
                 if response.status == 200:
                     return proc.poll() is None
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, OSError, http.client.HTTPException):
             pass
         time.sleep(0.25)
     return False
