@@ -9,9 +9,12 @@ to the attempt's run through its own MLflow tracker and uploads checkpoints as a
 single-task trial does; the checkpoint to resume from travels to it with the config.
 
 A worker that dies fails the worker group (``FailureConfig(max_failures=0)``: Ray Train
-does not restart it inside the attempt); the coordinator then ends its own process, so
-Ray retries the attempt's task as for any lost worker, and the new attempt closes this one
-as FAILED and resumes from the last uploaded checkpoint.
+does not restart it inside the attempt); the coordinator then closes the attempt FAILED,
+naming the rank and how it was lost, and ends its own process, so Ray retries the
+attempt's task as for any lost worker and the new attempt resumes from the last uploaded
+checkpoint. A rank whose collective broke because a peer went (``PeerLostError``) counts
+as lost too. Any other exception on a rank is the trial's own failure, as in a
+single-task trial: the attempt fails with that rank's traceback and is not retried.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import json
 import logging
 import os
 import tempfile
+import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +34,9 @@ import ray.train
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from orchestrator.driver import WORKER_LOST
 from trainers.config import TrialConfig
+from trainers.distributed import PeerLostError, collective
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +76,16 @@ def train(cfg: TrialConfig, tracker: Any, workdir: Path, *, progress: Any = None
     )
     try:
         result = trainer.fit()
-    except ray.train.WorkerGroupError as exc:  # a worker died: retry the whole attempt
-        log.error("a worker of trial %s failed; ending the attempt's task: %s", cfg, exc)
+    except ray.train.WorkerGroupError as exc:
+        failures = exc.worker_failures
+        own = {rank: e for rank, e in failures.items() if isinstance(e, RankFailedError)}
+        if own:  # the training code raised: this attempt fails with the rank's traceback
+            rank = min(own)
+            raise own[rank] from None
+        lost = _lost(failures, res.workers)  # a worker died: retry the whole attempt
+        log.error("attempt %s: %s; ending its task so that Ray retries it", tracker.run_id, lost)
         tracker.close()
+        _close_lost(tracker, lost)
         os._exit(75)
     if result.checkpoint is None:
         raise RuntimeError(f"the Ray Train run of trial {tracker.run_id} reported no result")
@@ -104,6 +118,11 @@ def _per_worker(config: dict[str, Any]) -> None:
         result = run_trial(
             cfg, tracker, workdir, progress=config["progress"] if ddp.is_main else None
         )
+    except PeerLostError:
+        raise  # another rank went: the attempt is retried
+    except Exception as exc:  # the trial's own failure, with this rank's traceback
+        error = f"{type(exc).__name__}: {exc}"
+        raise RankFailedError(ddp.rank, ddp.world_size, error, traceback.format_exc()) from exc
     finally:
         tracker.close()
     # Ray Train keeps what rank 0 reports with a checkpoint: the result, as JSON.
@@ -113,6 +132,45 @@ def _per_worker(config: dict[str, Any]) -> None:
             (Path(folder) / RESULT_NAME).write_text(json.dumps(dataclasses.asdict(result)))
             checkpoint = ray.train.Checkpoint.from_directory(folder)
         ray.train.report({"steps": result.steps}, checkpoint=checkpoint)
+
+
+class RankFailedError(RuntimeError):
+    """The trial's own exception on one rank, with that rank's traceback as text (a
+    traceback does not travel with a pickled exception)."""
+
+    def __init__(self, rank: int, world_size: int, error: str, text: str) -> None:
+        super().__init__(f"rank {rank} of {world_size}: {error}\n\n{text.rstrip()}")
+        self.rank, self.world_size, self.error, self.text = rank, world_size, error, text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.rank, self.world_size, self.error, self.text))
+
+
+def _lost(failures: Mapping[int, BaseException], world_size: int) -> str:
+    """Which ranks were lost and how, in one line for the attempt's record."""
+    ranks = "; ".join(
+        f"rank {rank}: {type(e).__name__}" + (f": {_first_line(e, 60)}" if str(e) else "")
+        for rank, e in sorted(failures.items())
+    )
+    return f"{WORKER_LOST} ({world_size} workers; {ranks or 'no rank said why'})"
+
+
+def _first_line(error: BaseException, limit: int) -> str:
+    line = str(error).strip().splitlines()[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _close_lost(tracker: Any, reason: str) -> None:
+    """End the attempt FAILED with ``reason`` (best effort: if the ledger does not answer,
+    the retry closes it as a lost attempt)."""
+    from orchestrator.tracking.ledger import MlflowLedger
+
+    try:
+        MlflowLedger(tracker.client.tracking_uri).end_attempt(
+            tracker.run_id, "FAILED", error=reason
+        )
+    except Exception as exc:  # the retry must not wait on this
+        log.warning("could not close the lost attempt %s: %s", tracker.run_id, exc)
 
 
 def _gather_node_ids(ddp: Any) -> list[str]:
@@ -125,5 +183,6 @@ def _gather_node_ids(ddp: Any) -> list[str]:
     buf[: len(mine)] = torch.frombuffer(bytearray(mine), dtype=torch.uint8)
     buf = buf.to(ddp.device)
     out = [torch.empty_like(buf) for _ in range(ddp.world_size)]
-    dist.all_gather(out, buf)
+    with collective("all-gather"):
+        dist.all_gather(out, buf)
     return [bytes(t.cpu().numpy().tobytes()).rstrip(b"\0").decode() for t in out]

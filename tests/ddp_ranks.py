@@ -4,12 +4,15 @@
 ``run_trial`` and writes into ``out``: ``rank{r}.npz`` (its masks after every topology
 update, keys ``"{step}/{layer}"``),
 ``rank{r}.json`` (rank 0's metrics and summary) or ``rank{r}.error`` (the exception's
-type and message).
+type and message). With ``die_rank`` / ``die_step`` that rank kills itself (SIGKILL) after
+the topology update at that step and writes nothing (``{"died": True}``).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import traceback
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,8 @@ def _rank(
         if options.get("corrupt_rank") == rank and step == options.get("corrupt_step"):
             first = next(iter(trial.updater.masks.values())).view(-1)
             first[0] = ~first[0]  # the guard must see this
+        if options.get("die_rank") == rank and step == options.get("die_step"):
+            os.kill(os.getpid(), signal.SIGKILL)
         for name, m in trial.updater.masks.items():
             masks[f"{step}/{name}"] = m.cpu().numpy().copy()
         after_update(trial, tracker, stats, step)
@@ -90,6 +95,9 @@ def run_ranks(
                 p.join(10)
     ranks = []
     for r in range(world):
+        if options.get("die_rank") == r:
+            ranks.append({"died": True})
+            continue
         with np.load(out / f"rank{r}.npz", allow_pickle=False) as z:
             seen: dict[str, Any] = {"masks": {k: z[k] for k in z.files}}
         if (out / f"rank{r}.error").exists():

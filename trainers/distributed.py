@@ -23,9 +23,10 @@ nothing below runs, so the single-worker path is exactly today's):
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -39,6 +40,22 @@ from trainers.data.base import Batch, BatchStream
 
 class MaskMismatchError(RuntimeError):
     """Ranks of one trial hold different masks; the message names the layers and ranks."""
+
+
+class PeerLostError(RuntimeError):
+    """A collective failed: another rank of the trial died or its connection broke.
+
+    The trial's own code did not fail here, so a launcher retries the attempt as for a
+    lost worker. (Gloo and NCCL report a lost peer as a plain RuntimeError.)"""
+
+
+@contextlib.contextmanager
+def collective(what: str) -> Iterator[None]:
+    """Turn a failure of the collective ``what`` into a PeerLostError."""
+    try:
+        yield
+    except RuntimeError as exc:
+        raise PeerLostError(f"{what} across the trial's ranks failed: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -64,7 +81,8 @@ class DataParallel:
         """Give every rank rank 0's parameters and buffers."""
         for t in [*module.parameters(), *module.buffers()]:
             buf = t.detach().to(self.device)
-            dist.broadcast(buf, src=0)
+            with collective("broadcast"):
+                dist.broadcast(buf, src=0)
             if buf is not t:
                 t.copy_(buf)
 
@@ -77,7 +95,8 @@ class DataParallel:
                 groups.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
         for grads in groups.values():
             flat = torch.cat([g.reshape(-1) for g in grads]).to(self.device)
-            dist.all_reduce(flat)
+            with collective("all-reduce"):
+                dist.all_reduce(flat)
             flat.div_(self.world_size)
             offset = 0
             for g in grads:
@@ -87,7 +106,8 @@ class DataParallel:
     def mean(self, value: float) -> float:
         """The mean of a Python float over ranks (e.g. the loss of the global batch)."""
         t = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
+        with collective("all-reduce"):
+            dist.all_reduce(t)
         return float(t.item()) / self.world_size
 
     def check_masks(self, masks: Mapping[str, torch.Tensor], step: int) -> None:
@@ -96,7 +116,8 @@ class DataParallel:
         local = torch.tensor([mask_checksum(masks[n]) for n in names], dtype=torch.int64)
         local = local.to(self.device)
         gathered = [torch.empty_like(local) for _ in range(self.world_size)]
-        dist.all_gather(gathered, local)
+        with collective("all-gather"):
+            dist.all_gather(gathered, local)
         table = torch.stack(gathered).cpu()
         differ = (table != table[0]).any(dim=0)
         if bool(differ.any()):
@@ -113,14 +134,16 @@ class DataParallel:
     def broadcast_bytes(self, data: bytes | None) -> bytes:
         """Rank 0's ``data`` on every rank (other ranks pass None)."""
         size = torch.tensor([len(data) if self.is_main and data else 0], device=self.device)
-        dist.broadcast(size, src=0)
+        with collective("broadcast"):
+            dist.broadcast(size, src=0)
         if not size.item():
             return b""
         if self.is_main and data:
             buf = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(self.device)
         else:
             buf = torch.empty(int(size.item()), dtype=torch.uint8, device=self.device)
-        dist.broadcast(buf, src=0)
+        with collective("broadcast"):
+            dist.broadcast(buf, src=0)
         return bytes(buf.cpu().numpy().tobytes())
 
 

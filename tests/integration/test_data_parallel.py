@@ -91,6 +91,15 @@ def test_mask_guard_stops_the_trial_when_one_rank_differs(tmp_path):
     assert not any(k.startswith("40/") for k in two[0]["masks"])  # stopped at step 20
 
 
+def test_a_rank_that_dies_makes_its_peer_raise_peer_lost(tmp_path):
+    # What a Ray Train attempt retries as a lost worker, unlike the trial's own errors.
+    cfg = compose_trial([*GLOBAL, "train.steps=60", "resources.workers=2"])
+    two = run_ranks(cfg, tmp_path / "w", tmp_path / "o", die_rank=1, die_step=20)
+    assert two[1] == {"died": True}
+    assert two[0]["error"].startswith("PeerLostError: "), two[0]["error"]
+    assert "across the trial's ranks failed" in two[0]["error"].splitlines()[0]
+
+
 def test_two_ranks_interrupted_and_resumed_equal_uninterrupted(tmp_path):
     cfg = compose_trial([*GLOBAL, "train.steps=80", "train.checkpoint_every=30", "train.eval_every=40",
                          "resources.workers=2"])  # fmt: skip

@@ -54,7 +54,8 @@ def test_four_quarter_gpu_trials_run_at_once_on_one_gpu(tmp_path, monkeypatch):
     barrier.mkdir()
     trials = expand([*TINY, "resources.gpus=0.25", "resources.cpus=1", "seed=0,1,2,3"])
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tests/ is not installed
-    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    # address="local": a cluster of its own, never one another test has running here
+    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
         with tracking_server() as uri:
             ledger = MlflowLedger(uri)
