@@ -130,13 +130,17 @@ def save(fig: Figure, png: Path) -> str:
     """Write ``png`` (150 dpi) and return the figure as SVG text; both byte-stable."""
     import matplotlib as mpl
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
 
     from dashboards.figures import STYLE
 
     FigureCanvasAgg(fig)
     with mpl.rc_context(cast(Any, STYLE)):
         fig.savefig(png, dpi=DPI, metadata={"Software": None}, pil_kwargs=PNG_OPTIONS)
-        fig.set_layout_engine("none")  # laid out once: the SVG keeps the PNG's positions
-        buffer = io.StringIO()
-        fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+        # Laid out once: the SVG keeps the PNG's positions. Printed directly, not through
+        # savefig, which would draw the whole figure once more (invisibly) to lay it out.
+        fig.set_layout_engine("none")
+        buffer, dpi = io.StringIO(), fig.dpi
+        FigureCanvasSVG(fig).print_svg(buffer, metadata={"Date": None, "Creator": None})
+        fig.dpi = dpi
     return buffer.getvalue()

@@ -68,6 +68,11 @@ def register(commands: Any) -> None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    from dashboards import render  # the standard library only
+
+    # Drawing is the longest part: its processes start now and import matplotlib while
+    # this one finds the sweeps and reads the ledger.
+    render.start()
     with args.backends.read() as ledger:  # reads, and logs the report (log_artifacts)
         return run(ledger, args.sweeps, args.study, args.out, args.show)
 
