@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from orchestrator.driver import Outcome, SweepSummary, TickFn
+from orchestrator.records import first_line
 
 SWEPT_COLUMNS = ("method", "sparsity", "distribution", "delta_t", "alpha", "seed")
 
@@ -33,15 +34,14 @@ def trials_table(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         acc = "" if r["final_accuracy"] is None else f"{r['final_accuracy']:.4f}"
         swept = ("-" if r.get(k) is None else str(r[k]) for k in SWEPT_COLUMNS)
-        reason = _short(r.get("error") or "") if r["state"] in ("FAILED", "KILLED") else ""
+        reason = (
+            first_line(r.get("error") or "", REASON_CHARS)
+            if r["state"] in ("FAILED", "KILLED")
+            else ""
+        )
         reason = f"reused {r['reused_from']}" if r.get("reused_from") else reason
         lines.append((r["trial_key"], *swept, r["state"], str(r["attempts"]), acc, reason))
     return table(lines)
-
-
-def _short(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
 
 
 def sweep_record(summary: SweepSummary) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from orchestrator.driver import WORKER_LOST
+from orchestrator.records import first_line
 from trainers.config import TrialConfig
 from trainers.distributed import PeerLostError, collective
 
@@ -80,8 +81,7 @@ def train(cfg: TrialConfig, tracker: Any, workdir: Path, *, progress: Any = None
         failures = exc.worker_failures
         own = {rank: e for rank, e in failures.items() if isinstance(e, RankFailedError)}
         if own:  # the training code raised: this attempt fails with the rank's traceback
-            rank = min(own)
-            raise own[rank] from None
+            raise own[min(own)] from None
         lost = _lost(failures, res.workers)  # a worker died: retry the whole attempt
         log.error("attempt %s: %s; ending its task so that Ray retries it", tracker.run_id, lost)
         tracker.close()
@@ -149,15 +149,11 @@ class RankFailedError(RuntimeError):
 def _lost(failures: Mapping[int, BaseException], world_size: int) -> str:
     """Which ranks were lost and how, in one line for the attempt's record."""
     ranks = "; ".join(
-        f"rank {rank}: {type(e).__name__}" + (f": {_first_line(e, 60)}" if str(e) else "")
+        f"rank {rank}: {type(e).__name__}"
+        + (f": {line}" if (line := first_line(str(e), 60)) else "")
         for rank, e in sorted(failures.items())
     )
     return f"{WORKER_LOST} ({world_size} workers; {ranks or 'no rank said why'})"
-
-
-def _first_line(error: BaseException, limit: int) -> str:
-    line = str(error).strip().splitlines()[0]
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _close_lost(tracker: Any, reason: str) -> None:

@@ -132,10 +132,16 @@ def public(values: Mapping[str, Any]) -> dict[str, Any]:
 def short_error(error: str | None, traceback: str | None) -> str:
     """One line for the ``rigl.error`` tag: the error's first line (it names what failed,
     a path or a step), else the traceback's last (its exception), at most ERROR_TAG_CHARS."""
-    line = error.strip().splitlines()[0] if error and error.strip() else ""
+    line = first_line(error or "", ERROR_TAG_CHARS)
     if not line and traceback and traceback.strip():
-        line = traceback.strip().splitlines()[-1]
-    return line if len(line) <= ERROR_TAG_CHARS else line[: ERROR_TAG_CHARS - 1] + "…"
+        line = first_line(traceback.strip().splitlines()[-1], ERROR_TAG_CHARS)
+    return line
+
+
+def first_line(text: str, limit: int) -> str:
+    """The first line of ``text`` (stripped), cut to ``limit`` characters with "…"."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def valid_sweep_id(sweep_id: str) -> str:
